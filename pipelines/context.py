@@ -1,0 +1,158 @@
+"""Config in, visionkit objects out: what every mode needs, built the same way for every task."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from visionkit.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+METADATA_FILE = "visionkit.json"
+
+
+def output_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def options(section: DictConfig, *drop: str) -> dict[str, Any]:
+    """A config section as keyword arguments, without the given keys."""
+    return {k: v for k, v in OmegaConf.to_container(section, resolve=True).items() if k not in drop}
+
+
+@contextmanager
+def as_user_error(where: str) -> Iterator[None]:
+    """Argument errors raised while building things from the config are the user's to fix."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{where}: {str(error).strip().splitlines()[0]}") from None
+
+
+def load_task(cfg: DictConfig):
+    from visionkit.tasks import TASKS, get_task
+
+    with as_user_error(f"task '{cfg.task.name}'"):
+        TASKS.get(cfg.task.name)
+        return get_task(cfg.task.name, **options(cfg.task, "name"))
+
+
+def load_data(cfg: DictConfig, task):
+    from pipelines.settings import check_option_types
+    from visionkit import data
+    from visionkit.registry import DATASETS
+
+    source = DATASETS.get(cfg.data.name)
+    kwargs = options(cfg.data, "name", "limit")
+    check_option_types(source, kwargs, "data")
+    with as_user_error(f"dataset '{cfg.data.name}'"):
+        bundle = data.load(cfg.data.name, task=task.name, **kwargs).limit(cfg.data.get("limit"))
+    bundle.check_task(task.target_key, task.name)
+    return bundle
+
+
+def build_model(cfg: DictConfig, task, bundle):
+    from pipelines.settings import check_option_types
+    from visionkit.models import MODELS, check_supports
+
+    builder = MODELS.get(cfg.model.name)
+    check_supports(cfg.model.name, task.name)
+    kwargs = options(cfg.model, "name")
+    check_option_types(builder, kwargs, "model")
+    mean, std = bundle.pixel_stats()
+    with as_user_error(f"model '{cfg.model.name}'"):
+        return task.build_model(builder, input_shape=bundle.image_shape, num_outputs=task.num_outputs(bundle),
+                                pixel_mean=mean, pixel_std=std, **kwargs)
+
+
+def model_metadata(cfg: DictConfig, bundle, model) -> dict[str, Any]:
+    """What serving and prediction need besides the weights."""
+    return {"task": cfg.task.name, "model": cfg.model.name, "data": cfg.data.name,
+            "input_shape": list(model.input_shape[1:]), "class_names": bundle.class_names,
+            "target_names": bundle.target_names}
+
+
+def write_metadata(directory: Path, metadata: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+
+
+def make_tracker(cfg: DictConfig):
+    from pipelines.settings import TrackingSettings, typed
+    from visionkit.tracking import MlflowTracker, NullTracker
+
+    settings = typed(cfg.tracking, TrackingSettings, "tracking")
+    if not settings.enabled:
+        return NullTracker(), settings
+    return MlflowTracker(settings.uri, settings.artifact_root, system_metrics=settings.system_metrics), settings
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Experiment, run name and tags of this pipeline call."""
+    overrides = " ".join(HydraConfig.get().overrides.task)
+    commit = git_commit()
+    return {"experiment": cfg.task.name, "run_name": f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            "tags": {"task": cfg.task.name, "model": cfg.model.name, "data": cfg.data.name, "mode": cfg.mode,
+                     "git_commit": commit, "mlflow.source.git.commit": commit, "overrides": overrides or "(none)",
+                     "run_dir": str(output_dir())}}
+
+
+@dataclass
+class Checkpoint:
+    model_path: Path
+    metadata: dict[str, Any]
+
+
+def resolve_checkpoint(cfg: DictConfig) -> Checkpoint:
+    """The .keras file (or run directory) named by `checkpoint=`, with its metadata."""
+    if not cfg.checkpoint:
+        raise UserError(f"mode={cfg.mode} needs checkpoint=<a .keras file or a run directory>")
+    return resolve_checkpoint_path(Path(cfg.checkpoint).expanduser())
+
+
+def resolve_checkpoint_path(path: Path) -> Checkpoint:
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        run_dir, path = path, path / "checkpoints" / "best.keras"
+        if not path.is_file():
+            raise UserError(f"no checkpoints/best.keras in run directory {run_dir}")
+    meta_path = path.parent / METADATA_FILE
+    if not meta_path.is_file():
+        raise UserError(f"checkpoint {path} has no {METADATA_FILE} beside it (written by mode=train)")
+    return Checkpoint(path, json.loads(meta_path.read_text()))
+
+
+def check_checkpoint_matches(cfg: DictConfig, checkpoint: Checkpoint) -> None:
+    """Evaluating on other data than the model was trained for is a mistake worth a clear message."""
+    trained = {key: checkpoint.metadata[key] for key in ("task", "data")}
+    asked = {"task": cfg.task.name, "data": cfg.data.name}
+    if trained != asked:
+        raise UserError(f"checkpoint {checkpoint.model_path} was trained for task={trained['task']} "
+                        f"data={trained['data']}; pass those (received task={asked['task']} data={asked['data']})")
+
+
+def load_checkpoint_model(checkpoint: Checkpoint):
+    import keras
+
+    import visionkit.tasks  # noqa: F401  (registers the custom losses the .keras file refers to)
+
+    return keras.saving.load_model(checkpoint.model_path, safe_mode=True, compile=False)

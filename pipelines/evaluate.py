@@ -1,0 +1,54 @@
+"""mode=evaluate: metrics and pictures of a checkpoint on the test split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipelines import context
+from visionkit.data.loader import BatchLoader
+
+
+def predict_split(model, task, split, batch_size: int) -> np.ndarray:
+    loader = BatchLoader(split, task.encode_targets, batch_size=batch_size)
+    return model.predict(loader, verbose=0)
+
+
+def evaluate_and_log(model, task, bundle, tracker, *, batch_size: int, prefix: str = "test") -> dict[str, float]:
+    """Task metrics (numpy, on the whole split) logged as <prefix>_*; pictures under plots/."""
+    split = getattr(bundle, prefix)
+    y_true = task.encode_targets([split.sample(i) for i in range(len(split))])
+    y_pred = predict_split(model, task, split, batch_size)
+    metrics = {f"{prefix}_{k}": v for k, v in task.evaluate(y_true, y_pred, bundle).items()}
+    tracker.log_metrics(metrics)
+    plots = context.output_dir() / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for name, figure in task.figures(y_true, y_pred, bundle).items():
+        figure.savefig(plots / name, dpi=110)
+        tracker.log_figure(figure, f"plots/{name}")
+    (context.output_dir() / f"{prefix}_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def print_metrics(task, metrics: dict[str, float], prefix: str = "test") -> None:
+    print("  ".join(f"{prefix}_{k}={metrics[f'{prefix}_{k}']:.4f}" for k in task.headline_metrics))
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    from pipelines.settings import TrainerSettings, typed
+
+    checkpoint = context.resolve_checkpoint(cfg)
+    context.check_checkpoint_matches(cfg, checkpoint)
+    task = context.load_task(cfg)
+    bundle = context.load_data(cfg, task)
+    model = context.load_checkpoint_model(checkpoint)
+    tracker, _ = context.make_tracker(cfg)
+    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
+    identity = context.run_identity(cfg)
+    with tracker.run(**identity):
+        tracker.log_params({"checkpoint": str(checkpoint.model_path)})
+        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size)
+    print_metrics(task, metrics)
+    return metrics

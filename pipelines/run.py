@@ -1,0 +1,81 @@
+"""The command line: python -m pipelines.run [mode=train|evaluate|predict|export] task=... model=... key=value ...
+
+Config-group choices and the mode are checked before Hydra composes the config, so a typo gets one
+line naming the closest option instead of a stack trace. Errors the user can fix print one line on
+stderr and exit with status 2 (HYDRA_FULL_ERROR=1 shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from pipelines.settings import MODES  # noqa: E402
+from visionkit.errors import ExportVerificationError, UserError  # noqa: E402
+from visionkit.registry import unknown_name_message  # noqa: E402
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PROJECT_ROOT = CONF_DIR.parent
+
+OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_overrides(arguments: list[str]) -> None:
+    """Reject unknown config-group options and modes before Hydra runs (sweeps `a,b` included)."""
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue
+        key, value = argument.lstrip("+~").split("=", 1)
+        choices = MODES if key == "mode" else group_options(key) if key in groups else None
+        if choices is None:
+            continue
+        for option in value.split(","):
+            if option not in choices:
+                kind = "mode" if key == "mode" else f"{key} option"
+                raise UserError(unknown_name_message(kind, option, choices))
+
+
+def dispatch(cfg: DictConfig):
+    from pipelines import evaluate, export, predict, train
+
+    return {"train": train.run, "evaluate": evaluate.run, "predict": predict.run, "export": export.run}[cfg.mode](cfg)
+
+
+def report(error: Exception, status: int) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(status)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def app(cfg: DictConfig) -> None:
+    try:
+        dispatch(cfg)
+    except UserError as error:
+        report(error, 2)
+    except ExportVerificationError as error:
+        report(error, 1)
+
+
+def main() -> None:
+    try:
+        check_overrides(sys.argv[1:])
+    except UserError as error:
+        report(error, 2)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Typed views of the config sections: a value of the wrong type is a one-line error naming its key."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from visionkit.errors import UserError
+
+MODES = ("train", "evaluate", "predict", "export")
+
+
+@dataclass
+class TrainerSettings:
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    schedule: str
+    warmup_epochs: int
+    weight_decay: float
+    momentum: float
+    early_stopping: int
+    seed: int
+    workers: int
+
+
+@dataclass
+class ExportSettings:
+    enabled: bool
+    verify: bool
+    atol: float
+    num_images: int
+
+
+@dataclass
+class PredictSettings:
+    input: Optional[str]
+    output: Optional[str]
+    batch_size: int
+
+
+@dataclass
+class TrackingSettings:
+    enabled: bool
+    uri: str = ""
+    artifact_root: str = ""
+    system_metrics: bool = True
+    register: bool = False
+
+
+S = TypeVar("S")
+
+
+def typed(section: DictConfig, schema: type[S], where: str) -> S:
+    """`section` as a `schema` instance; unknown keys, missing keys and wrong types are UserErrors."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), section))
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or getattr(error, "key", None) or "?"
+        message = str(getattr(error, "msg", error)).strip().splitlines()[0]
+        raise UserError(f"{where}.{key}: {message}") from None
+
+
+def positive(value: int, key: str) -> int:
+    if value < 1:
+        raise UserError(f"{key} must be at least 1, received {value}")
+    return value
+
+
+def check_option_types(fn: Callable, options: Mapping[str, Any], where: str) -> None:
+    """Compare options with the keyword defaults of `fn`: int, float, bool and str must match
+    (an int is accepted for a float); unknown options are errors."""
+    params = inspect.signature(fn).parameters
+    for key, value in options.items():
+        if key not in params:
+            known = ", ".join(p for p in params if params[p].kind == inspect.Parameter.KEYWORD_ONLY)
+            raise UserError(f"{where}.{key}: not an option of {fn.__name__}; options: {known}")
+        default = params[key].default
+        if default is None or default is inspect.Parameter.empty or value is None:
+            continue
+        expected = type(default)
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+        ok = ok or (expected is float and isinstance(value, int) and not isinstance(value, bool))
+        if expected in (int, float, bool, str) and not ok:
+            raise UserError(f"{where}.{key}: expected {expected.__name__}, received {value!r}")

@@ -1,0 +1,73 @@
+"""Pieces every model builder shares: the input with its in-model preprocessing, argument checks,
+stride-named feature taps and the classifier top."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+IMAGE_TASKS = ("classification", "regression")
+
+# Pixel statistics used when the caller gives none: maps 0..255 to -1..1.
+DEFAULT_PIXEL_MEAN = 127.5
+DEFAULT_PIXEL_STD = 127.5
+
+
+def check_input_shape(input_shape: Sequence[int], *, min_size: int, model: str) -> tuple[int, int, int]:
+    """Validate an HxWxC input shape; raise ValueError quoting the received value."""
+    shape = tuple(input_shape) if input_shape is not None else ()
+    if len(shape) != 3 or any(not isinstance(d, int) or d <= 0 for d in shape):
+        raise ValueError(f"{model}: input_shape must be (height, width, channels), received {input_shape!r}")
+    if min(shape[:2]) < min_size:
+        raise ValueError(f"{model}: input height and width must be at least {min_size}, received {input_shape!r}")
+    return shape
+
+
+def check_top(num_classes: int | None, include_top: bool, *, model: str) -> None:
+    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"{model}: include_top=True needs num_classes >= 1, received {num_classes!r}")
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count under a width multiplier; never below one."""
+    return max(1, int(round(channels * width)))
+
+
+def image_input(input_shape, pixel_mean=None, pixel_std=None) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The model input (raw pixel values 0..255) and its normalised version.
+
+    Normalisation is the model's first layer so that an exported model takes raw pixels and
+    nothing outside the model has to be copied to serve it.
+    """
+    channels = input_shape[-1]
+    mean = _per_channel(DEFAULT_PIXEL_MEAN if pixel_mean is None else pixel_mean, channels, "pixel_mean")
+    std = _per_channel(DEFAULT_PIXEL_STD if pixel_std is None else pixel_std, channels, "pixel_std")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Normalization(mean=mean, variance=[s * s for s in std], name="normalize")(inputs)
+    return inputs, x
+
+
+def _per_channel(value, channels: int, what: str) -> list[float]:
+    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * channels
+    if len(values) != channels:
+        raise ValueError(f"{what} needs {channels} values (one per channel), received {value!r}")
+    return values
+
+
+def tap(x, stride: int):
+    """Name a feature map by its stride so dense and detection heads can find it."""
+    return layers.Identity(name=f"stride{stride}")(x)
+
+
+def feature_maps(model: keras.Model) -> dict[int, keras.KerasTensor]:
+    """The stride-named feature maps of a trunk, {stride: tensor}, smallest stride first."""
+    found = {int(layer.name[len("stride"):]): layer.output for layer in model.layers
+             if layer.name.startswith("stride") and layer.name[len("stride"):].isdigit()}
+    return dict(sorted(found.items()))
+
+
+def predictions(x, num_classes: int, activation: str | None, name: str = "predictions"):
+    """The last dense layer; float32 so that mixed precision keeps a stable softmax and loss."""
+    return layers.Dense(num_classes, activation=activation, dtype="float32", name=name)(x)

@@ -1,0 +1,48 @@
+"""What every task provides. The pipeline code is the same for all tasks; what differs lives here."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+
+class Task:
+    """Head, loss, metrics, target encoding, evaluation, pictures and serving outputs of one task."""
+
+    name: str = ""
+    target_key: str = ""  # the sample key holding this task's target
+    monitor: str = "val_loss"  # the validation metric that picks the best checkpoint
+    headline_metrics: tuple[str, ...] = ()  # evaluate() keys printed at the end of a run
+
+    def num_outputs(self, data) -> int:
+        raise NotImplementedError
+
+    def build_model(self, builder: Callable[..., keras.Model], *, input_shape, num_outputs, **kwargs) -> keras.Model:
+        raise NotImplementedError
+
+    def loss(self) -> keras.losses.Loss:
+        raise NotImplementedError
+
+    def metrics(self, num_outputs: int) -> list[keras.metrics.Metric]:
+        raise NotImplementedError
+
+    def encode_targets(self, samples: list[dict[str, Any]]) -> np.ndarray:
+        return np.stack([np.asarray(s[self.target_key]) for s in samples])
+
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray, data) -> dict[str, float]:
+        """Final metrics computed with numpy on the whole split; keys without the `test_` prefix."""
+        raise NotImplementedError
+
+    def figures(self, y_true: np.ndarray, y_pred: np.ndarray, data) -> dict:
+        """{file name: matplotlib figure} pictures of the evaluation."""
+        return {}
+
+    def serving_outputs(self, outputs) -> dict:
+        """Named outputs of the exported model, from the model's raw output (keras.ops only)."""
+        raise NotImplementedError
+
+    def prediction_rows(self, outputs: dict[str, np.ndarray], data) -> list[dict[str, Any]]:
+        """One CSV row per image from the serving outputs."""
+        raise NotImplementedError

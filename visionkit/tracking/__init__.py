@@ -1,0 +1,3 @@
+from visionkit.tracking.mlflow_tracker import MlflowTracker, NullTracker, flatten
+
+__all__ = ["MlflowTracker", "NullTracker", "flatten"]

@@ -1,0 +1,127 @@
+"""MLflow tracking: one experiment per task, one run per pipeline call.
+
+The store URI and artifact root are absolute, so every run and multirun job, whatever its working
+directory, writes to the same place.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import keras
+
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"trainer": {"epochs": 3}} -> {"trainer.epochs": 3}; lists are kept whole as values."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def metric_name(keras_name: str) -> str:
+    """Keras log keys -> MLflow names: `loss` -> `train_loss`, `val_loss` stays."""
+    return keras_name if keras_name.startswith("val_") else f"train_{keras_name}"
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Logs each epoch's metrics as train_*/val_*, and the learning rate.
+
+    mlflow.keras.MlflowCallback logs Keras's own names (`loss`, `val_loss`); the train_ prefix
+    keeps names uniform across train/val/test in the MLflow UI, hence this small callback.
+    """
+
+    def __init__(self, tracker: "MlflowTracker"):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {metric_name(k): float(v) for k, v in (logs or {}).items()}
+        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.tracker.log_metrics(metrics, step=epoch)
+
+
+class MlflowTracker:
+    enabled = True
+
+    def __init__(self, uri: str, artifact_root: str, *, system_metrics: bool = True):
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = uri
+        self.artifact_root = Path(artifact_root)
+        self.system_metrics = system_metrics
+        mlflow.set_tracking_uri(uri)
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created with the shared artifact root if new (tolerating a concurrent create)."""
+        for attempt in range(5):
+            found = self.mlflow.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            try:
+                return self.mlflow.create_experiment(name, artifact_location=(self.artifact_root / name).as_uri())
+            except Exception:  # another job created it first, or the SQLite store was briefly locked
+                time.sleep(0.5 * 2**attempt)
+        raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {self.uri}")
+
+    @contextmanager
+    def run(self, *, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator["MlflowTracker"]:
+        with self.mlflow.start_run(experiment_id=self.experiment_id(experiment), run_name=run_name, tags=dict(tags),
+                                   log_system_metrics=self.system_metrics):
+            yield self
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        values = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
+        items = list(values.items())
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+            self.mlflow.log_params(dict(items[start:start + 100]))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.mlflow.log_figure(figure, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.mlflow.log_text(text, artifact_file)
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        self.mlflow.log_artifacts(str(local_dir), artifact_path)
+
+    def register_model(self, model: keras.Model, registered_name: str) -> None:
+        """Log the Keras model as an MLflow model and register it in the Model Registry."""
+        self.mlflow.keras.log_model(model, name="model", registered_model_name=registered_name,
+                                    pip_requirements=[f"keras=={keras.__version__}", "tensorflow"])
+
+    def keras_callback(self) -> keras.callbacks.Callback:
+        return EpochMetrics(self)
+
+
+class NullTracker:
+    """Tracking turned off (`tracking=none`): the same calls, doing nothing."""
+
+    enabled = False
+
+    @contextmanager
+    def run(self, **_: Any) -> Iterator["NullTracker"]:
+        yield self
+
+    def log_params(self, *_: Any, **__: Any) -> None: ...
+    def log_metrics(self, *_: Any, **__: Any) -> None: ...
+    def log_figure(self, *_: Any, **__: Any) -> None: ...
+    def log_text(self, *_: Any, **__: Any) -> None: ...
+    def log_artifacts(self, *_: Any, **__: Any) -> None: ...
+    def register_model(self, *_: Any, **__: Any) -> None: ...
+
+    def keras_callback(self) -> keras.callbacks.Callback:
+        return keras.callbacks.Callback()
