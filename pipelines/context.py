@@ -94,7 +94,8 @@ def make_tracker(cfg: DictConfig):
     settings = typed(cfg.tracking, TrackingSettings, "tracking")
     if not settings.enabled:
         return NullTracker(), settings
-    return MlflowTracker(settings.uri, settings.artifact_root, system_metrics=settings.system_metrics), settings
+    return MlflowTracker(settings.uri, settings.artifact_root, system_metrics=settings.system_metrics,
+                         system_metrics_interval=settings.system_metrics_interval), settings
 
 
 def git_commit() -> str:

@@ -50,6 +50,7 @@ class TrackingSettings:
     uri: str = ""
     artifact_root: str = ""
     system_metrics: bool = True
+    system_metrics_interval: float = 10.0
     register: bool = False
 
 

@@ -15,7 +15,7 @@ from visionkit.errors import UserError
 def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     """One line: what was asked for, the closest existing name, and everything that exists."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.7)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown {kind} '{name}'{hint}; available: {', '.join(choices)}"
 

@@ -6,6 +6,7 @@ Augmentation is seeded per batch, so a run is reproducible whatever the number o
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any, Iterable, Mapping
 
 import albumentations as A
@@ -23,10 +24,17 @@ def _transform(spec: Mapping[str, Any], position: int) -> A.BasicTransform:
         choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
         raise UserError(f"{where}: " + unknown_name_message("Albumentations transform", name, choices))
     try:
-        return getattr(A, name)(**spec)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            transform = getattr(A, name)(**spec)
     except Exception as error:  # pydantic and TypeError messages name the bad argument
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{where} ({name}): {first_line}") from None
+    # Albumentations only warns about unknown arguments; a silently ignored typo is worse than an error.
+    for warning in caught:
+        if "not valid for transform" in str(warning.message):
+            raise UserError(f"{where} ({name}): {warning.message}")
+    return transform
 
 
 class Augmenter:

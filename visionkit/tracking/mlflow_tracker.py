@@ -53,7 +53,8 @@ class EpochMetrics(keras.callbacks.Callback):
 class MlflowTracker:
     enabled = True
 
-    def __init__(self, uri: str, artifact_root: str, *, system_metrics: bool = True):
+    def __init__(self, uri: str, artifact_root: str, *, system_metrics: bool = True,
+                 system_metrics_interval: float = 10.0):
         import mlflow
 
         self.mlflow = mlflow
@@ -61,6 +62,8 @@ class MlflowTracker:
         self.artifact_root = Path(artifact_root)
         self.system_metrics = system_metrics
         mlflow.set_tracking_uri(uri)
+        mlflow.set_system_metrics_sampling_interval(system_metrics_interval)
+        mlflow.set_system_metrics_samples_before_logging(1)
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created with the shared artifact root if new (tolerating a concurrent create)."""

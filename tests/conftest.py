@@ -1,0 +1,46 @@
+"""Shared fixtures. Data is generated here, never downloaded; each pipeline run gets its own
+temporary run directory and MLflow store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PipelineRun:
+    def __init__(self, tmp_path: Path):
+        self.tmp = tmp_path
+        self.store = tmp_path / "mlflow.db"
+        self.artifacts = tmp_path / "mlartifacts"
+        self.count = 0
+
+    def __call__(self, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `python -m pipelines.run` with the overrides in a fresh run directory."""
+        self.count += 1
+        self.run_dir = self.tmp / f"run{self.count}"
+        args = [sys.executable, "-m", "pipelines.run", f"hydra.run.dir={self.run_dir}",
+                f"tracking.uri=sqlite:///{self.store}", f"tracking.artifact_root={self.artifacts}", *overrides]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env.pop("HYDRA_FULL_ERROR", None)
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+        if check and done.returncode != 0:
+            raise AssertionError(f"pipeline failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done
+
+    def mlflow_runs(self, experiment: str):
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{self.store}")
+        found = client.get_experiment_by_name(experiment)
+        return client, client.search_runs([found.experiment_id]) if found else []
+
+
+@pytest.fixture
+def pipeline(tmp_path) -> PipelineRun:
+    return PipelineRun(tmp_path)

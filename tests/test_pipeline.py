@@ -1,0 +1,101 @@
+"""End to end through the real command, with tiny data, one epoch and a temporary MLflow store."""
+
+import csv
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+TINY = ("trainer.epochs=1", "data.limit=48", "export.num_images=4", "tracking.system_metrics_interval=1")
+
+
+def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
+    done = pipeline(*TINY)
+    run_dir = pipeline.run_dir
+    assert re.search(r"export verified: .*export/lenet5/1 \(max abs difference", done.stdout)
+    assert (run_dir / "model.keras").is_file() and (run_dir / "checkpoints" / "best.keras").is_file()
+    assert (run_dir / "export" / "lenet5" / "1" / "saved_model.pb").is_file()
+
+    client, runs = pipeline.mlflow_runs("classification")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("lenet5-digits-")
+    assert {"task": "classification", "model": "lenet5", "data": "digits"}.items() <= run.data.tags.items()
+    assert "trainer.epochs=1" in run.data.tags["overrides"]
+    assert run.data.params["trainer.epochs"] == "1" and run.data.params["model.total_params"] == "61706"
+    for key in ("test_accuracy", "test_top5_accuracy", "test_macro_f1", "train_loss", "val_accuracy", "export_max_abs_diff"):
+        assert key in run.data.metrics, key
+    stored = json.loads((run_dir / "test_metrics.json").read_text())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(stored["test_accuracy"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model_summary.txt", "plots", "export"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/confusion_matrix.png"]
+    assert any(k.startswith("system/cpu") for k in run.data.metrics), "system metrics are logged"
+
+    # mode=predict over a folder of images, from the checkpoint and from the SavedModel.
+    from visionkit.data import load
+
+    images = tmp_path / "images"
+    (images / "nested").mkdir(parents=True)
+    test = load("digits", task="classification").test
+    for i in range(3):
+        cv2.imwrite(str(images / "nested" / f"digit{i}.png"), test.images[i])
+    (images / "broken.png").write_bytes(b"not an image")
+    for checkpoint in (run_dir, run_dir / "export" / "lenet5" / "1"):
+        out = tmp_path / f"predictions-{checkpoint.name}.csv"
+        done = pipeline("mode=predict", f"checkpoint={checkpoint}", f"predict.input={images}", f"predict.output={out}",
+                        "tracking=none")
+        assert "skipping unreadable image" in done.stdout
+        rows = list(csv.DictReader(out.open()))
+        assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
+        assert all(r["class_name"] == r["class_id"] and 0 <= float(r["probability"]) <= 1 for r in rows)
+
+    done = pipeline("mode=evaluate", f"checkpoint={run_dir}", "data.limit=48")
+    assert re.search(r"test_accuracy=\d\.\d{4}", done.stdout)
+    done = pipeline("mode=export", f"checkpoint={run_dir}", "export.num_images=4", "data.limit=48")
+    assert (pipeline.run_dir / "export" / "lenet5" / "1" / "saved_model.pb").is_file()
+
+
+def test_regression_trains_and_reports_r2(pipeline):
+    done = pipeline("task=regression", "data.num_images=120", "trainer.epochs=1", "export.num_images=4")
+    assert re.search(r"test_mae=\S+\s+test_rmse=\S+\s+test_r2=\S+", done.stdout)
+    client, runs = pipeline.mlflow_runs("regression")
+    run = runs[0]
+    assert {"test_mae", "test_rmse", "test_r2", "test_r2_center_x", "val_r2", "train_loss"} <= set(run.data.metrics)
+    assert run.data.tags["data"] == "shapes"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/predicted_vs_true.png"]
+    signature = json.loads((pipeline.run_dir / "export" / "lenet5" / "1" / "assets.extra" / "visionkit.json").read_text())
+    assert signature["target_names"] == ["center_x", "center_y", "width", "height"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model=lenet"], "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: lenet5, resnet18"),
+    (["task=detection"], "error: unknown task option 'detection'; available: classification, regression"),
+    (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
+    (["mode=trian"], "error: unknown mode 'trian' (did you mean 'train'?); available: evaluate, export, predict, train"),
+    (["-m", "model=lenet5,resnet81"], "error: unknown model option 'resnet81' (did you mean 'resnet18'?)"),
+    (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
+    (["model.width=wide"], "error: model.width: expected float, received 'wide'"),
+    (["task=regression", "data=digits"], "error: dataset 'digits' does not support task 'regression'; it supports: classification"),
+    (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
+    (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
+    (["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"], "error: predict.input is not a folder: /no/such/folder"),
+    (["trainer.optimizer=adamm"], "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'"),
+    (["augment.transforms=[{name: Blurr}]"], "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)"),
+])
+def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message):
+    done = pipeline("tracking=none", *overrides, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_help_lists_the_config_groups(pipeline):
+    done = pipeline("--help")
+    for group in ("task: classification, regression", "model: lenet5, resnet18", "data: digits, shapes", "augment:",
+                  "trainer: default", "tracking: mlflow, none"):
+        assert group in done.stdout
