@@ -21,9 +21,18 @@ def test_resnet_parameter_counts():
     assert sum(int(np.prod(w.shape)) for w in resnet18.trainable_weights) == 11_689_512
 
 
-@pytest.mark.parametrize("name", available("classification"))
-@pytest.mark.parametrize("task, outputs", [("classification", 3), ("regression", 2)])
-def test_every_image_model_builds_and_trains_one_step(name, task, outputs):
+# Building and compiling the deepest variants takes minutes on a 2-core CPU.
+DEEP = {"resnet101", "resnet152"}
+
+
+def image_models(*tasks):
+    return [pytest.param(name, task, marks=[pytest.mark.slow] if name in DEEP else [])
+            for name in available("classification") for task in tasks]
+
+
+@pytest.mark.parametrize("name, task", image_models("classification") + [("lenet5", "regression"), ("resnet18", "regression")])
+def test_every_image_model_builds_and_trains_one_step(name, task):
+    outputs = 3 if task == "classification" else 2
     model = build(name, input_shape=(32, 32, 3), num_classes=outputs, task=task, width=0.25)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy" if task == "classification" else "mse")
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
@@ -35,7 +44,7 @@ def test_every_image_model_builds_and_trains_one_step(name, task, outputs):
         np.testing.assert_allclose(predictions.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("name", [p.values[0] for p in image_models("classification")])
 def test_trunks_name_their_feature_maps_by_stride(name):
     trunk = MODELS.get(name)(input_shape=(64, 64, 3), include_top=False, width=0.25)
     maps = feature_maps(trunk)
