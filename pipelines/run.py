@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from pipelines.context import PROJECT_ROOT  # noqa: E402
 from pipelines.settings import MODES  # noqa: E402
 from visionkit.errors import ExportVerificationError, UserError  # noqa: E402
 from visionkit.registry import unknown_name_message  # noqa: E402
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-PROJECT_ROOT = CONF_DIR.parent
+CONF_DIR = PROJECT_ROOT / "conf"
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
