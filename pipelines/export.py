@@ -23,9 +23,15 @@ def export_and_verify(model, task, metadata: dict, images, settings: ExportSetti
     return directory
 
 
-def run(cfg: DictConfig) -> Path:
+def export_settings(cfg: DictConfig) -> ExportSettings:
+    """The export section, typed and checked up front (before any training)."""
     settings = typed(cfg.export, ExportSettings, "export")
     positive(settings.num_images, "export.num_images")
+    return settings
+
+
+def run(cfg: DictConfig) -> Path:
+    settings = export_settings(cfg)
     checkpoint = context.resolve_checkpoint(cfg)
     context.check_checkpoint_matches(cfg, checkpoint)
     task = context.load_task(cfg)

@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines import context
 from pipelines.evaluate import evaluate_and_log, print_metrics
-from pipelines.export import export_and_verify
-from pipelines.settings import ExportSettings, TrainerSettings, positive, typed
+from pipelines.export import export_and_verify, export_settings
+from pipelines.settings import TrainerSettings, positive, typed
 from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
 from visionkit.tracking import flatten
@@ -27,7 +27,7 @@ def model_summary(model: keras.Model) -> str:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     trainer = typed(cfg.trainer, TrainerSettings, "trainer")
-    export = typed(cfg.export, ExportSettings, "export")
+    export = export_settings(cfg)
     for key in ("epochs", "batch_size", "workers"):
         positive(getattr(trainer, key), f"trainer.{key}")
     keras.utils.set_random_seed(trainer.seed)
@@ -65,8 +65,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.save(run_dir / "model.keras")
         metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size)
         if export.enabled:
-            export_and_verify(model, task, metadata, bundle.test.images[:positive(export.num_images, "export.num_images")],
-                              export, tracker)
+            export_and_verify(model, task, metadata, bundle.test.images[:export.num_images], export, tracker)
         if tracking.register:
             tracker.register_model(model, f"{cfg.task.name}-{cfg.model.name}")
     print_metrics(task, metrics)

@@ -71,6 +71,17 @@ def test_a_dataset_that_does_not_fit_the_task_is_named():
         load("digits", task="regression")
 
 
+@pytest.mark.parametrize("name, options, message", [
+    ("digits", {"channels": 2}, "data.channels must be 1 or 3, received 2"),
+    ("digits", {"digit_size": 40}, r"data.digit_size must be between 4 and data.image_size \(32\), received 40"),
+    ("shapes", {"image_size": 8}, "data.image_size must be at least 16 for shapes, received 8"),
+    ("shapes", {"max_objects": 0}, "data.max_objects must be at least 1, received 0"),
+])
+def test_bad_dataset_options_are_named(name, options, message):
+    with pytest.raises(UserError, match=message):
+        load(name, task="classification", **options)
+
+
 def test_limit_keeps_the_first_samples(scenes):
     small = scenes.limit(5)
     assert [len(s) for s in small.splits().values()] == [5, 5, 5]

@@ -44,7 +44,7 @@ def test_every_image_model_builds_and_trains_one_step(name, task):
         np.testing.assert_allclose(predictions.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", [p.values[0] for p in image_models("classification")])
+@pytest.mark.parametrize("name", available("classification"))
 def test_trunks_name_their_feature_maps_by_stride(name):
     trunk = MODELS.get(name)(input_shape=(64, 64, 3), include_top=False, width=0.25)
     maps = feature_maps(trunk)

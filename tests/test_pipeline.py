@@ -78,6 +78,7 @@ def test_regression_trains_and_reports_r2(pipeline):
     (["-m", "model=lenet5,resnet81"], "error: unknown model option 'resnet81' (did you mean 'resnet18'?)"),
     (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
     (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
+    (["export.num_images=0"], "error: export.num_images must be at least 1, received 0"),
     (["model.width=wide"], "error: model.width: expected float, received 'wide'"),
     (["task=regression", "data=digits"], "error: dataset 'digits' does not support task 'regression'; it supports: classification"),
     (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
