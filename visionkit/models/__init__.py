@@ -1,12 +1,21 @@
-"""The model zoo. Every family module registers its builders in MODELS when imported."""
+"""The model zoo. Every family module registers its builders in MODELS when imported; importing
+this package imports every family module, so a new file is found without being listed here."""
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 import keras
 
 from visionkit.errors import UserError
-from visionkit.models import lenet, resnet  # noqa: F401  (registers the builders)
 from visionkit.registry import MODELS
+
+SHARED_MODULES = {"common"}  # helpers, not model families
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in SHARED_MODULES and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def available(task: str | None = None) -> list[str]:

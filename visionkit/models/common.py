@@ -71,3 +71,23 @@ def feature_maps(model: keras.Model) -> dict[int, keras.KerasTensor]:
 def predictions(x, num_classes: int, activation: str | None, name: str = "predictions"):
     """The last dense layer; float32 so that mixed precision keeps a stable softmax and loss."""
     return layers.Dense(num_classes, activation=activation, dtype="float32", name=name)(x)
+
+
+# Auxiliary training heads (GoogLeNet's side classifiers) are extra outputs named "aux<N>" beside
+# the main "predictions" output; they carry loss weight AUX_LOSS_WEIGHT in training and are dropped
+# for evaluation and export.
+MAIN_OUTPUT = "predictions"
+AUX_LOSS_WEIGHT = 0.3
+
+
+def auxiliary_outputs(model: keras.Model) -> list[str]:
+    """Names of a model's auxiliary training outputs (empty for single-output models)."""
+    names = getattr(model, "output_names", None) or []
+    return [n for n in names if n != MAIN_OUTPUT] if isinstance(model.output, dict) else []
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model without its auxiliary heads: what is evaluated, saved for serving and exported."""
+    if not isinstance(model.output, dict):
+        return model
+    return keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)

@@ -85,7 +85,7 @@ def resnet(variant, *, input_shape, num_classes, include_top, width, dropout, cl
 
 
 def _register(variant):
-    @MODELS.register(variant, tasks=IMAGE_TASKS, paper="He et al. 2016", paper_input=(224, 224, 3))
+    @MODELS.register(variant, tasks=IMAGE_TASKS, paper="He et al. 2016", paper_input=(224, 224, 3), paper_classes=1000)
     def builder(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=None,
                 classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
         return resnet(variant, input_shape=input_shape, num_classes=num_classes, include_top=include_top,
