@@ -17,6 +17,7 @@ from visionkit.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 METADATA_FILE = "visionkit.json"
+INITIALISATION_KEYS = ("weights", "freeze")  # model options that act after the builder, not in it
 
 
 def output_dir() -> Path:
@@ -63,16 +64,26 @@ def load_data(cfg: DictConfig, task):
 
 def build_model(cfg: DictConfig, task, bundle):
     from pipelines.settings import check_option_types
-    from visionkit.models import MODELS, check_supports
+    from visionkit.models import MODELS, check_supports, transfer
 
-    builder = MODELS.get(cfg.model.name)
-    check_supports(cfg.model.name, task.name)
-    kwargs = options(cfg.model, "name")
+    name = cfg.model.name
+    builder = MODELS.get(name)
+    check_supports(name, task.name)
+    kwargs = options(cfg.model, "name", *INITIALISATION_KEYS)
     check_option_types(builder, kwargs, "model")
-    mean, std = bundle.pixel_stats()
-    with as_user_error(f"model '{cfg.model.name}'"):
-        return task.build_model(builder, input_shape=bundle.image_shape, num_outputs=task.num_outputs(bundle),
-                                pixel_mean=mean, pixel_std=std, **kwargs)
+    weights, frozen = cfg.model.get("weights"), cfg.model.get("freeze")
+    # ImageNet weights come with the normalisation they were trained with, not the data's statistics.
+    mean, std = transfer.imagenet_pixel_stats(name) if weights == "imagenet" else bundle.pixel_stats()
+    with as_user_error(f"model '{name}'"):
+        model = task.build_model(builder, input_shape=bundle.image_shape, num_outputs=task.num_outputs(bundle),
+                                 pixel_mean=mean, pixel_std=std, **kwargs)
+    if weights == "imagenet":
+        print(f"model.weights: {len(transfer.load_imagenet_weights(model, name))} layers from ImageNet")
+    elif weights:
+        print(f"model.weights: {len(transfer.load_weights_file(model, weights))} layers from {weights}")
+    if frozen is not None:
+        print(f"model.freeze: {transfer.freeze(model, frozen)} layers frozen")
+    return model
 
 
 def model_metadata(cfg: DictConfig, bundle, model) -> dict[str, Any]:
@@ -156,4 +167,7 @@ def load_checkpoint_model(checkpoint: Checkpoint):
 
     import visionkit.tasks  # noqa: F401  (registers the custom losses the .keras file refers to)
 
-    return keras.saving.load_model(checkpoint.model_path, safe_mode=True, compile=False)
+    from visionkit.models.common import inference_model
+
+    model = keras.saving.load_model(checkpoint.model_path, safe_mode=True, compile=False)
+    return inference_model(model)  # a training checkpoint may still carry auxiliary heads

@@ -15,7 +15,9 @@ from pipelines.settings import TrainerSettings, positive, typed
 from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
 from visionkit.tracking import flatten
-from visionkit.training.fit import TrainSettings, checkpoint_callbacks, compile_model, fit
+from visionkit.models.common import inference_model
+from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
+                                    training_targets)
 
 
 def model_summary(model: keras.Model) -> str:
@@ -39,9 +41,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     tracker, tracking = context.make_tracker(cfg)
     run_dir = context.output_dir()
 
-    train_data = BatchLoader(bundle.train, task.encode_targets, batch_size=trainer.batch_size, augmenter=augmenter,
+    targets = training_targets(task.encode_targets, model)
+    train_data = BatchLoader(bundle.train, targets, batch_size=trainer.batch_size, augmenter=augmenter,
                              shuffle=True, seed=trainer.seed, workers=trainer.workers)
-    val_data = BatchLoader(bundle.val, task.encode_targets, batch_size=trainer.batch_size, workers=trainer.workers)
+    val_data = BatchLoader(bundle.val, targets, batch_size=trainer.batch_size, workers=trainer.workers)
     with context.as_user_error("trainer"):
         compile_model(model, task, TrainSettings(
             epochs=trainer.epochs, learning_rate=trainer.learning_rate, optimizer=trainer.optimizer,
@@ -59,9 +62,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
                             "model.total_params": model.count_params()})
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         tracker.log_text(model_summary(model), "model_summary.txt")
-        callbacks = checkpoint_callbacks(checkpoints, task.monitor, trainer.early_stopping or None)
+        callbacks = checkpoint_callbacks(checkpoints, monitored_metric(task.monitor, model),
+                                         trainer.early_stopping or None)
         fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=[*callbacks, tracker.keras_callback()])
         model.load_weights(checkpoints / "best.keras")  # the model we report and ship is the best one
+        model = inference_model(model)  # without auxiliary training heads
         model.save(run_dir / "model.keras")
         metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size)
         if export.enabled:

@@ -21,29 +21,6 @@ def test_resnet_parameter_counts():
     assert sum(int(np.prod(w.shape)) for w in resnet18.trainable_weights) == 11_689_512
 
 
-# Building and compiling the deepest variants takes minutes on a 2-core CPU.
-DEEP = {"resnet101", "resnet152"}
-
-
-def image_models(*tasks):
-    return [pytest.param(name, task, marks=[pytest.mark.slow] if name in DEEP else [])
-            for name in available("classification") for task in tasks]
-
-
-@pytest.mark.parametrize("name, task", image_models("classification") + [("lenet5", "regression"), ("resnet18", "regression")])
-def test_every_image_model_builds_and_trains_one_step(name, task):
-    outputs = 3 if task == "classification" else 2
-    model = build(name, input_shape=(32, 32, 3), num_classes=outputs, task=task, width=0.25)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy" if task == "classification" else "mse")
-    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
-    targets = np.array([0, 1, 2, 0]) if task == "classification" else np.zeros((4, outputs), "float32")
-    model.fit(images, targets, epochs=1, verbose=0)
-    predictions = model.predict(images, verbose=0)
-    assert predictions.shape == (4, outputs)
-    if task == "classification":
-        np.testing.assert_allclose(predictions.sum(axis=1), 1.0, rtol=1e-5)
-
-
 @pytest.mark.parametrize("name", available("classification"))
 def test_trunks_name_their_feature_maps_by_stride(name):
     trunk = MODELS.get(name)(input_shape=(64, 64, 3), include_top=False, width=0.25)

@@ -13,6 +13,8 @@ from typing import Any, Iterator, Mapping
 
 import keras
 
+from visionkit.models.common import MAIN_OUTPUT
+
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
 
 
@@ -29,8 +31,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def metric_name(keras_name: str) -> str:
-    """Keras log keys -> MLflow names: `loss` -> `train_loss`, `val_loss` stays."""
-    return keras_name if keras_name.startswith("val_") else f"train_{keras_name}"
+    """Keras log keys -> MLflow names: `loss` -> `train_loss`, `val_loss` stays.
+
+    Models with auxiliary heads log their main output's metrics as `predictions_<metric>`; those
+    get the plain name so runs of all models compare in one column (their losses keep the prefix,
+    since `loss` there is the weighted total).
+    """
+    is_val = keras_name.startswith("val_")
+    name = keras_name[len("val_"):] if is_val else keras_name
+    if name.startswith(f"{MAIN_OUTPUT}_") and not name.endswith("loss"):
+        name = name[len(MAIN_OUTPUT) + 1:]
+    return f"{'val' if is_val else 'train'}_{name}"
 
 
 class EpochMetrics(keras.callbacks.Callback):

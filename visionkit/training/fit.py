@@ -8,6 +8,7 @@ from pathlib import Path
 
 import keras
 
+from visionkit.models.common import AUX_LOSS_WEIGHT, MAIN_OUTPUT, auxiliary_outputs
 from visionkit.training.optim import build_optimizer, learning_rate_schedule
 
 
@@ -29,7 +30,36 @@ def compile_model(model: keras.Model, task, settings: TrainSettings, steps_per_e
                                       warmup_steps=settings.warmup_epochs * steps_per_epoch)
     optimizer = build_optimizer(settings.optimizer, learning_rate=schedule, weight_decay=settings.weight_decay,
                                 momentum=settings.momentum)
-    model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics(model.output_shape[-1]))
+    auxiliary = auxiliary_outputs(model)
+    if not auxiliary:
+        model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics(model.output_shape[-1]))
+        return
+    # Auxiliary heads (GoogLeNet) learn the same targets with a smaller loss weight; metrics
+    # describe the main output only, the one that is evaluated and exported.
+    outputs = [MAIN_OUTPUT, *auxiliary]
+    model.compile(optimizer=optimizer, loss={name: task.loss() for name in outputs},
+                  loss_weights={name: 1.0 if name == MAIN_OUTPUT else AUX_LOSS_WEIGHT for name in outputs},
+                  metrics={MAIN_OUTPUT: task.metrics(model.output[MAIN_OUTPUT].shape[-1])})
+
+
+def monitored_metric(monitor: str, model: keras.Model) -> str:
+    """The Keras log key of a task's monitor (`val_accuracy`) for this model's outputs."""
+    if not auxiliary_outputs(model):
+        return monitor
+    return f"val_{MAIN_OUTPUT}_{monitor[len('val_'):]}"
+
+
+def training_targets(encode_targets, model: keras.Model):
+    """The loader's target encoder, giving every output of a multi-output model the same targets."""
+    auxiliary = auxiliary_outputs(model)
+    if not auxiliary:
+        return encode_targets
+
+    def encode_for_every_output(samples):
+        targets = encode_targets(samples)
+        return {name: targets for name in (MAIN_OUTPUT, *auxiliary)}
+
+    return encode_for_every_output
 
 
 def checkpoint_callbacks(checkpoint_dir: Path, monitor: str, patience: int | None) -> list[keras.callbacks.Callback]:
