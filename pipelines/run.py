@@ -1,4 +1,4 @@
-"""The command line: python -m pipelines.run [mode=train|evaluate|predict|export] task=... model=... key=value ...
+"""The command line: python -m pipelines.run [mode=train|evaluate|predict|export|summary] task=... model=... k=v ...
 
 Config-group choices and the mode are checked before Hydra composes the config, so a typo gets one
 line naming the closest option instead of a stack trace. Errors the user can fix print one line on
@@ -7,6 +7,7 @@ stderr and exit with status 2 (HYDRA_FULL_ERROR=1 shows the traceback instead).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -46,9 +47,11 @@ def check_overrides(arguments: list[str]) -> None:
 
 
 def dispatch(cfg: DictConfig):
-    from pipelines import evaluate, export, predict, train
-
-    return {"train": train.run, "evaluate": evaluate.run, "predict": predict.run, "export": export.run}[cfg.mode](cfg)
+    # Each mode is the module of the same name, imported alone: mode=summary stays quick without the
+    # data, training and tracking imports of the other modes.
+    if cfg.mode not in MODES:  # set in a config file rather than on the command line
+        raise UserError(unknown_name_message("mode", cfg.mode, MODES))
+    return importlib.import_module(f"pipelines.{cfg.mode}").run(cfg)
 
 
 def report(error: Exception, status: int) -> None:

@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.errors import UserError
 
-MODES = ("train", "evaluate", "predict", "export")
+MODES = ("train", "evaluate", "predict", "export", "summary")
 
 
 @dataclass
@@ -42,6 +42,12 @@ class PredictSettings:
     input: Optional[str]
     output: Optional[str]
     batch_size: int
+
+
+@dataclass
+class SummarySettings:
+    input_shape: Optional[list[int]] = None
+    num_classes: Optional[int] = None
 
 
 @dataclass

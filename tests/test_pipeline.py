@@ -74,7 +74,7 @@ def test_regression_trains_and_reports_r2(pipeline):
     (["model=lenet"], "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: lenet5, resnet18"),
     (["task=detection"], "error: unknown task option 'detection'; available: classification, regression"),
     (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
-    (["mode=trian"], "error: unknown mode 'trian' (did you mean 'train'?); available: evaluate, export, predict, train"),
+    (["mode=trian"], "error: unknown mode 'trian' (did you mean 'train'?); available: evaluate, export, predict, summary, train"),
     (["-m", "model=lenet5,resnet81"], "error: unknown model option 'resnet81' (did you mean 'resnet18'?)"),
     (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
     (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
