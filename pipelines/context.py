@@ -165,7 +165,8 @@ def check_checkpoint_matches(cfg: DictConfig, checkpoint: Checkpoint) -> None:
 def load_checkpoint_model(checkpoint: Checkpoint):
     import keras
 
-    import visionkit.tasks  # noqa: F401  (registers the custom losses the .keras file refers to)
+    import visionkit.layers  # noqa: F401  (registers the custom layers and losses the .keras file refers to)
+    import visionkit.tasks  # noqa: F401
 
     from visionkit.models.common import inference_model
 

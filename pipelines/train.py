@@ -12,6 +12,7 @@ from pipelines import context
 from pipelines.evaluate import evaluate_and_log, print_metrics
 from pipelines.export import export_and_verify, export_settings
 from pipelines.settings import TrainerSettings, positive, typed
+from visionkit.analysis import format_table, layer_table, totals
 from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
 from visionkit.tracking import flatten
@@ -58,12 +59,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
           f"{len(bundle.test)} test images of {bundle.image_shape}), {model.count_params():,} parameters -> {run_dir}")
 
     with tracker.run(**context.run_identity(cfg)):
+        rows = layer_table(inference_model(model))
+        size = totals(rows)
         tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
-                            "model.total_params": model.count_params()})
+                            "model.total_params": size["params"], "model.trainable_params": size["trainable_params"],
+                            "model.macs": size["macs"], "model.receptive_field": size["receptive_field"]})
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         tracker.log_text(model_summary(model), "model_summary.txt")
+        tracker.log_text(format_table(rows), "layer_table.txt")
         callbacks = checkpoint_callbacks(checkpoints, monitored_metric(task.monitor, model),
-                                         trainer.early_stopping or None)
+                                         trainer.early_stopping or None, mode=task.monitor_mode)
         fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=[*callbacks, tracker.keras_callback()])
         model.load_weights(checkpoints / "best.keras")  # the model we report and ship is the best one
         model = inference_model(model)  # without auxiliary training heads

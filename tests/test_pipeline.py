@@ -5,6 +5,7 @@ import json
 import re
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
@@ -25,12 +26,13 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     assert {"task": "classification", "model": "lenet5", "data": "digits"}.items() <= run.data.tags.items()
     assert "trainer.epochs=1" in run.data.tags["overrides"]
     assert run.data.params["trainer.epochs"] == "1" and run.data.params["model.total_params"] == "61706"
+    assert run.data.params["model.macs"] == "416520"  # LeNet-5 on 32x32x1, worked out in test_layer_table.py
     for key in ("test_accuracy", "test_top5_accuracy", "test_macro_f1", "train_loss", "val_accuracy", "export_max_abs_diff"):
         assert key in run.data.metrics, key
     stored = json.loads((run_dir / "test_metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(stored["test_accuracy"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "model_summary.txt", "plots", "export"} <= artifacts
+    assert {"config.yaml", "model_summary.txt", "layer_table.txt", "plots", "export"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/confusion_matrix.png"]
     assert any(k.startswith("system/cpu") for k in run.data.metrics), "system metrics are logged"
 
@@ -70,8 +72,27 @@ def test_regression_trains_and_reports_r2(pipeline):
     assert signature["target_names"] == ["center_x", "center_y", "width", "height"]
 
 
+def test_googlenet_trains_with_auxiliary_heads_and_ships_without_them(pipeline):
+    pipeline("model=googlenet", "model.width=0.25", *TINY)
+    _, runs = pipeline.mlflow_runs("classification")
+    metrics = set(runs[0].data.metrics)
+    assert {"train_aux1_loss", "val_aux2_loss", "train_accuracy", "val_accuracy", "test_accuracy"} <= metrics
+    import visionkit.layers  # noqa: F401  (LocalResponseNormalization)
+
+    served = keras.saving.load_model(pipeline.run_dir / "model.keras", safe_mode=True, compile=False)
+    assert not isinstance(served.output, dict) and served.output_shape == (None, 10)
+
+
+def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipeline):
+    pipeline("tracking=none", *TINY)
+    previous = pipeline.run_dir / "model.keras"
+    done = pipeline("tracking=none", *TINY, f"model.weights={previous}", "model.freeze=c3_conv")
+    assert f"model.weights: 5 layers from {previous}" in done.stdout
+    assert "model.freeze: 6 layers frozen" in done.stdout  # image, normalize, c1_conv, s2_pool, stride2, c3_conv
+
+
 @pytest.mark.parametrize("overrides, message", [
-    (["model=lenet"], "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: lenet5, resnet18"),
+    (["model=lenet"], "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: alexnet, allconv, "),
     (["task=detection"], "error: unknown task option 'detection'; available: classification, regression"),
     (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
     (["mode=trian"], "error: unknown mode 'trian' (did you mean 'train'?); available: evaluate, export, predict, summary, train"),
@@ -84,6 +105,9 @@ def test_regression_trains_and_reports_r2(pipeline):
     (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
     (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
     (["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"], "error: predict.input is not a folder: /no/such/folder"),
+    (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
+    (["model.weights=imagenet"], "error: model.weights=imagenet is available for vgg16, vgg19, resnet50, "),
+    (["model.freeze=c3_cnv"], "error: unknown layer of lenet5 for model.freeze 'c3_cnv' (did you mean 'c3_conv'?)"),
     (["trainer.optimizer=adamm"], "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'"),
     (["augment.transforms=[{name: Blurr}]"], "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)"),
 ])
@@ -97,6 +121,8 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message
 
 def test_help_lists_the_config_groups(pipeline):
     done = pipeline("--help")
-    for group in ("task: classification, regression", "model: lenet5, resnet18", "data: digits, shapes", "augment:",
-                  "trainer: default", "tracking: mlflow, none"):
+    for group in ("task: classification, regression", "data: digits, shapes", "augment:", "trainer: default",
+                  "tracking: mlflow, none"):
         assert group in done.stdout
+    models = next(line for line in done.stdout.splitlines() if line.strip().startswith("model:"))
+    assert all(name in models for name in ("lenet5", "alexnet", "vgg16", "googlenet", "resnet50", "densenet121"))

@@ -67,7 +67,7 @@ def test_alphago_policy_is_a_distribution_over_the_board_points():
 
 
 def test_alphago_policy_trunk_and_depth_options():
-    trunk = MODELS.get("alphago_policy")(include_top=False, filters=16, layers=5)
+    trunk = MODELS.get("alphago_policy")(include_top=False, filters=16, depth=5)
     assert {s: tuple(t.shape[1:]) for s, t in feature_maps(trunk).items()} == {1: (19, 19, 16)}
     assert [layer.name for layer in trunk.layers if isinstance(layer, keras.layers.Conv2D)] == \
         ["conv1", "conv2", "conv3", "conv4"]
@@ -80,8 +80,8 @@ def test_alphago_policy_needs_one_class_per_board_point():
         MODELS.get("alphago_policy")(num_classes=10)
     with pytest.raises(ValueError, match=r"so num_classes must be 81, received 361"):
         MODELS.get("alphago_policy")(input_shape=(9, 9, 48), num_classes=361)
-    with pytest.raises(ValueError, match=r"layers .* must be an int >= 2, received 1"):
-        MODELS.get("alphago_policy")(num_classes=361, layers=1)
+    with pytest.raises(ValueError, match=r"depth counts the first and the last layer, so it must be an int >= 2, received 1"):
+        MODELS.get("alphago_policy")(num_classes=361, depth=1)
 
 
 def test_position_bias_adds_a_learned_bias_per_position(tmp_path):
@@ -133,7 +133,7 @@ def test_predictions_stay_float32_under_mixed_precision(name, shape, classes):
 
 
 def test_alphago_policy_round_trips_through_a_keras_file(tmp_path):
-    model = MODELS.get("alphago_policy")(num_classes=361, filters=8, layers=3)
+    model = MODELS.get("alphago_policy")(num_classes=361, filters=8, depth=3)
     model.get_layer("position_bias").set_weights([np.linspace(-1, 1, 361, dtype="float32").reshape(19, 19, 1)])
     model.save(tmp_path / "policy.keras")
     loaded = keras.saving.load_model(tmp_path / "policy.keras", safe_mode=True)

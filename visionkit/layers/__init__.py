@@ -1,2 +1,7 @@
 """Custom layers the classic architectures need. Each uses keras.ops only (TensorFlow and JAX
 backends) and is registered as Keras-serializable, so `.keras` files load with safe_mode=True."""
+
+from visionkit.layers.lrn import LocalResponseNormalization
+from visionkit.layers.position_bias import PositionBias
+
+__all__ = ["LocalResponseNormalization", "PositionBias"]

@@ -3,10 +3,13 @@ stride-named feature taps and the classifier top."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from typing import Callable, Sequence
 
 import keras
 from keras import layers
+
+from visionkit.registry import MODELS
 
 IMAGE_TASKS = ("classification", "regression")
 
@@ -71,6 +74,37 @@ def feature_maps(model: keras.Model) -> dict[int, keras.KerasTensor]:
 def predictions(x, num_classes: int, activation: str | None, name: str = "predictions"):
     """The last dense layer; float32 so that mixed precision keeps a stable softmax and loss."""
     return layers.Dense(num_classes, activation=activation, dtype="float32", name=name)(x)
+
+
+def pooled_classifier(x, num_classes: int, dropout: float | None, activation: str | None):
+    """Global average pooling, optional dropout and the last dense layer (ResNet, DenseNet, GoogLeNet)."""
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    return predictions(x, num_classes, activation)
+
+
+def register_variants(namespace: dict, family: Callable[..., keras.Model], variants, *,
+                      describe: Callable[[str], str], **meta) -> None:
+    """Register a builder per variant of a family, as module-level functions named after them.
+
+    `family(variant, *, input_shape=..., ...)` builds any variant; each builder is that function with
+    the variant fixed and the same keyword-only options and defaults, so option types are checked
+    against its signature and `help(vgg16)` shows them.
+    """
+    options = list(inspect.signature(family).parameters.values())[1:]
+    for variant in variants:
+        namespace[variant] = MODELS.register(variant, **meta)(_variant_builder(family, variant, options, describe))
+
+
+def _variant_builder(family, variant: str, options, describe) -> Callable[..., keras.Model]:
+    def builder(**kwargs) -> keras.Model:
+        return family(variant, **kwargs)
+
+    builder.__signature__ = inspect.Signature(options, return_annotation=keras.Model)
+    builder.__name__ = builder.__qualname__ = variant
+    builder.__doc__ = describe(variant)
+    return builder
 
 
 # Auxiliary training heads (GoogLeNet's side classifiers) are extra outputs named "aux<N>" beside

@@ -21,9 +21,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input,
-                                     predictions, scaled, tap)
-from visionkit.registry import MODELS
+from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input, pooled_classifier,
+                                     register_variants, scaled, tap)
 
 BN_EPSILON = 1.001e-5  # as keras.applications, whose weights this architecture loads
 
@@ -56,8 +55,9 @@ def transition_block(x, compression, *, stride, name):
     return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
 
 
-def densenet(variant, *, input_shape, num_classes, include_top, width, dropout, classifier_activation,
-             pixel_mean, pixel_std, growth_rate, compression) -> keras.Model:
+def densenet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=None,
+             classifier_activation="softmax", pixel_mean=None, pixel_std=None, growth_rate=32,
+             compression=0.5) -> keras.Model:
     blocks = VARIANTS[variant]
     input_shape = check_input_shape(input_shape, min_size=32, model=variant)
     check_top(num_classes, include_top, model=variant)
@@ -80,28 +80,10 @@ def densenet(variant, *, input_shape, num_classes, include_top, width, dropout, 
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="bn")(x)
     x = tap(layers.Activation("relu", name="relu")(x), 4 * 2 ** (len(blocks) - 1))
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout:
-            x = layers.Dropout(dropout, name="dropout")(x)
-        x = predictions(x, num_classes, classifier_activation)
+        x = pooled_classifier(x, num_classes, dropout, classifier_activation)
     return keras.Model(inputs, x, name=variant)
 
 
-def _register(variant):
-    @MODELS.register(variant, tasks=IMAGE_TASKS, paper="Huang et al. 2017", paper_input=(224, 224, 3),
-                     paper_classes=1000)
-    def builder(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=None,
-                classifier_activation="softmax", pixel_mean=None, pixel_std=None, growth_rate=32,
-                compression=0.5) -> keras.Model:
-        return densenet(variant, input_shape=input_shape, num_classes=num_classes, include_top=include_top,
-                        width=width, dropout=dropout, classifier_activation=classifier_activation,
-                        pixel_mean=pixel_mean, pixel_std=pixel_std, growth_rate=growth_rate,
-                        compression=compression)
-
-    builder.__name__ = builder.__qualname__ = variant
-    builder.__doc__ = f"{variant} (DenseNet-BC, dense blocks {VARIANTS[variant]}); Huang et al. 2017."
-    return builder
-
-
-for _variant in VARIANTS:
-    globals()[_variant] = _register(_variant)
+register_variants(globals(), densenet, VARIANTS, paper="Huang et al. 2017", tasks=IMAGE_TASKS,
+                  paper_input=(224, 224, 3), paper_classes=1000,
+                  describe=lambda v: f"{v} (DenseNet-BC, dense blocks {VARIANTS[v]}); Huang et al. 2017.")

@@ -24,7 +24,7 @@ from keras import layers
 
 from visionkit.layers.lrn import LocalResponseNormalization
 from visionkit.models.common import (IMAGE_TASKS, MAIN_OUTPUT, check_input_shape, check_top, image_input,
-                                     predictions, scaled, tap)
+                                     pooled_classifier, predictions, scaled, tap)
 from visionkit.registry import MODELS
 
 # Table 1: module -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).
@@ -101,10 +101,7 @@ def googlenet(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, 
         if stage < 5:
             x = max_pool(x, f"pool{stage}")
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout:
-            x = layers.Dropout(dropout, name="dropout")(x)
-        x = predictions(x, num_classes, classifier_activation)
+        x = pooled_classifier(x, num_classes, dropout, classifier_activation)
         if aux:
             x = {MAIN_OUTPUT: x, **aux}
     return keras.Model(inputs, x, name="googlenet")

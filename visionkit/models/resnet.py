@@ -13,9 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input,
-                                     predictions, scaled, tap)
-from visionkit.registry import MODELS
+from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input, pooled_classifier,
+                                     register_variants, scaled, tap)
 
 BN_EPSILON = 1.001e-5
 
@@ -60,8 +59,8 @@ def bottleneck_block(x, filters, *, stride, use_bias, name):
 BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}
 
 
-def resnet(variant, *, input_shape, num_classes, include_top, width, dropout, classifier_activation,
-           pixel_mean, pixel_std) -> keras.Model:
+def resnet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=None,
+           classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
     kind, depths, use_bias = VARIANTS[variant]
     input_shape = check_input_shape(input_shape, min_size=32, model=variant)
     check_top(num_classes, include_top, model=variant)
@@ -77,25 +76,10 @@ def resnet(variant, *, input_shape, num_classes, include_top, width, dropout, cl
             x = BLOCKS[kind](x, filters, stride=stride, use_bias=use_bias, name=f"conv{stage + 2}_block{block + 1}")
         x = tap(x, 4 * 2**stage)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout:
-            x = layers.Dropout(dropout, name="dropout")(x)
-        x = predictions(x, num_classes, classifier_activation)
+        x = pooled_classifier(x, num_classes, dropout, classifier_activation)
     return keras.Model(inputs, x, name=variant)
 
 
-def _register(variant):
-    @MODELS.register(variant, tasks=IMAGE_TASKS, paper="He et al. 2016", paper_input=(224, 224, 3), paper_classes=1000)
-    def builder(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=None,
-                classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
-        return resnet(variant, input_shape=input_shape, num_classes=num_classes, include_top=include_top,
-                      width=width, dropout=dropout, classifier_activation=classifier_activation,
-                      pixel_mean=pixel_mean, pixel_std=pixel_std)
-
-    builder.__name__ = builder.__qualname__ = variant
-    builder.__doc__ = f"{variant} ({VARIANTS[variant][0]} blocks {VARIANTS[variant][1]}); He et al. 2016."
-    return builder
-
-
-for _variant in VARIANTS:
-    globals()[_variant] = _register(_variant)
+register_variants(globals(), resnet, VARIANTS, paper="He et al. 2016", tasks=IMAGE_TASKS, paper_input=(224, 224, 3),
+                  paper_classes=1000,
+                  describe=lambda v: f"{v} ({VARIANTS[v][0]} blocks {VARIANTS[v][1]}); He et al. 2016.")

@@ -23,8 +23,8 @@ from keras import layers
 
 from visionkit.layers.lrn import LocalResponseNormalization
 from visionkit.models.alexnet import dense_classifier
-from visionkit.models.common import IMAGE_TASKS, check_input_shape, check_top, image_input, scaled, tap
-from visionkit.registry import MODELS
+from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input, register_variants,
+                                     scaled, tap)
 
 FILTERS = (64, 128, 256, 512, 512)
 
@@ -39,8 +39,8 @@ VARIANTS = {
 }
 
 
-def vgg(variant, *, input_shape, num_classes, include_top, width, dropout, classifier_activation,
-        pixel_mean, pixel_std) -> keras.Model:
+def vgg(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=0.5,
+        classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
     _, blocks, lrn = VARIANTS[variant]
     input_shape = check_input_shape(input_shape, min_size=32, model=variant)
     check_top(num_classes, include_top, model=variant)
@@ -61,19 +61,6 @@ def vgg(variant, *, input_shape, num_classes, include_top, width, dropout, class
     return keras.Model(inputs, x, name=variant)
 
 
-def _register(variant):
-    @MODELS.register(variant, tasks=IMAGE_TASKS, paper="Simonyan & Zisserman 2015", paper_input=(224, 224, 3),
-                     paper_classes=1000)
-    def builder(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=0.5,
-                classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
-        return vgg(variant, input_shape=input_shape, num_classes=num_classes, include_top=include_top,
-                   width=width, dropout=dropout, classifier_activation=classifier_activation,
-                   pixel_mean=pixel_mean, pixel_std=pixel_std)
-
-    builder.__name__ = builder.__qualname__ = variant
-    builder.__doc__ = f"{variant}: configuration {VARIANTS[variant][0]} of Simonyan & Zisserman 2015, Table 1."
-    return builder
-
-
-for _variant in VARIANTS:
-    globals()[_variant] = _register(_variant)
+register_variants(globals(), vgg, VARIANTS, paper="Simonyan & Zisserman 2015", tasks=IMAGE_TASKS,
+                  paper_input=(224, 224, 3), paper_classes=1000,
+                  describe=lambda v: f"{v}: configuration {VARIANTS[v][0]} of Simonyan & Zisserman 2015, Table 1.")

@@ -14,6 +14,7 @@ class Task:
     name: str = ""
     target_key: str = ""  # the sample key holding this task's target
     monitor: str = "val_loss"  # the validation metric that picks the best checkpoint
+    monitor_mode: str = "min"  # "min" or "max": whether a lower or a higher monitor value is better
     headline_metrics: tuple[str, ...] = ()  # evaluate() keys printed at the end of a run
 
     def num_outputs(self, data) -> int:

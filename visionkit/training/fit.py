@@ -62,15 +62,19 @@ def training_targets(encode_targets, model: keras.Model):
     return encode_for_every_output
 
 
-def checkpoint_callbacks(checkpoint_dir: Path, monitor: str, patience: int | None) -> list[keras.callbacks.Callback]:
-    """best.keras (by `monitor`) and last.keras every epoch; early stopping that restores the best weights."""
+def checkpoint_callbacks(checkpoint_dir: Path, monitor: str, patience: int | None,
+                         mode: str = "auto") -> list[keras.callbacks.Callback]:
+    """best.keras (by `monitor`, better when lower or higher as `mode` says) and last.keras every
+    epoch; early stopping that restores the best weights."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint_dir / "best.keras", monitor=monitor, save_best_only=True),
+        keras.callbacks.ModelCheckpoint(checkpoint_dir / "best.keras", monitor=monitor, mode=mode,
+                                        save_best_only=True),
         keras.callbacks.ModelCheckpoint(checkpoint_dir / "last.keras"),
     ]
     if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                                       restore_best_weights=True))
     return callbacks
 
 
