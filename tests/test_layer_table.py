@@ -15,6 +15,7 @@ from keras import layers
 
 from visionkit.analysis import format_table, layer_table, totals
 from visionkit.models import MODELS, build
+from visionkit.models.common import inference_model
 
 
 def shapes_only(name, **kwargs):
@@ -273,3 +274,16 @@ def test_summary_settings_errors_name_the_key(overrides, message):
     with pytest.raises(UserError) as error:
         summary.run(cfg)
     assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_has_a_complete_report_at_its_paper_size(name):
+    meta = MODELS.meta(name)
+    model = inference_model(shapes_only(name, input_shape=meta["paper_input"], num_classes=meta["paper_classes"]))
+    rows = layer_table(model)
+    total = totals(rows)
+    assert [row["name"] for row in rows if row["kind"] != "InputLayer"] == \
+        [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert total["params"] == model.count_params()
+    assert total["macs"] > 0 and total["receptive_field"] is not None
+    assert rows[-1]["output_shape"] == tuple(model.output_shape[1:])

@@ -12,11 +12,12 @@ def random_images(shape, count=2, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, *shape)).astype("float32")
 
 
-@pytest.mark.parametrize("name", ["resnet50", "densenet121"])
-def test_imagenet_weights_keep_the_applications_preprocessing(monkeypatch, name):
-    # keras.applications built with weights=None stands in for the downloaded weights: our model
-    # on raw RGB pixels must equal the application on its own preprocess_input (BGR minus mean for
-    # ResNet, torch-style standardisation for DenseNet).
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[] if name in ("resnet50", "densenet121") else
+                                               [pytest.mark.slow]) for name in transfer.IMAGENET_SOURCES])
+def test_applications_weights_transfer_one_to_one_with_their_preprocessing(monkeypatch, name):
+    # keras.applications built with weights=None stands in for the downloaded weights: every weighted
+    # layer copies one to one, and our model on raw RGB pixels equals the application on its own
+    # preprocess_input (BGR minus mean for VGG and ResNet, torch-style standardisation for DenseNet).
     application, _ = transfer.IMAGENET_SOURCES[name]
     constructor, sources = getattr(keras.applications, application), []
     monkeypatch.setattr(keras.applications, application,
@@ -27,7 +28,8 @@ def test_imagenet_weights_keep_the_applications_preprocessing(monkeypatch, name)
     source = sources[0]
     assert len(copied) == sum(1 for layer in source.layers if layer.weights)
     images = random_images((64, 64, 3))
-    module = getattr(keras.applications, name.rstrip("0123456789"))  # keras.applications.resnet, .densenet
+    family = name if name.startswith("vgg") else name.rstrip("0123456789")
+    module = getattr(keras.applications, family)  # keras.applications.vgg16, .resnet, .densenet
     features = source.predict(module.preprocess_input(images.copy()), verbose=0)
     trunk = keras.Model(ours.input, ours.get_layer(source.layers[-1].name).output)
     np.testing.assert_allclose(trunk.predict(images, verbose=0), features, atol=2e-4, rtol=1e-4)
