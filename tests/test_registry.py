@@ -42,3 +42,14 @@ def test_every_config_file_names_a_registered_entry(group, registry):
         assert path.stem in registry, f"conf/{group}/{path.name} has no registered {registry.kind}"
         text = path.read_text()
         assert f"name: {path.stem}\n" in text, f"conf/{group}/{path.name} must say name: {path.stem}"
+
+
+def test_every_tuning_file_names_a_registered_task_dataset_and_model():
+    # conf/tuning/<task>_<data>_<model>.yaml applies only to that combination; a renamed model or
+    # dataset would silently orphan it.
+    combinations = {f"{t}_{d}_{m}" for t in TASKS.names() for d in DATASETS.names() for m in MODELS.names()}
+    tuning = list((CONF / "tuning").glob("*.yaml"))
+    assert tuning
+    for path in tuning:
+        assert path.stem in combinations, f"conf/tuning/{path.name} is not <task>_<data>_<model>"
+        assert path.read_text().startswith("# "), f"conf/tuning/{path.name} must say why in a first comment"

@@ -18,6 +18,9 @@ from visionkit.registry import DATASETS
 
 CLASS_NAMES = ["circle", "square", "triangle", "star"]
 TARGET_NAMES = ["center_x", "center_y", "width", "height"]
+# Half-size of the main object as a fraction of the image side: a wide range, so that its size
+# varies as much as its position and both are worth regressing.
+MAIN_RADIUS = (0.08, 0.3)
 
 
 def _outline(kind: str, cx: float, cy: float, r: float) -> np.ndarray:
@@ -71,9 +74,9 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int) -> dict[
     """One sample: image, the main object's label and target, and every object's box, class and mask."""
     image = _background(rng, size)
     placed = []  # (class id, half-size, cx, cy, box)
-    main_r = rng.uniform(0.12, 0.25) * size
+    main_r = rng.uniform(*MAIN_RADIUS) * size
     for index in range(rng.integers(1, max_objects + 1)):
-        r = main_r if index == 0 else rng.uniform(0.06 * size, 0.6 * main_r)
+        r = main_r if index == 0 else max(2.0, rng.uniform(0.3, 0.6) * main_r)
         for _ in range(30):  # rejection sampling until the object sits clear of the others
             cx, cy = rng.uniform(r + 1, size - r - 1, 2)
             box = (cx - r, cy - r, cx + r, cy + r)
