@@ -18,6 +18,7 @@ from visionkit.errors import UserError
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 METADATA_FILE = "visionkit.json"
 INITIALISATION_KEYS = ("weights", "freeze")  # model options that act after the builder, not in it
+PROFILES = ("auto", "cpu", "full")
 
 
 def output_dir() -> Path:
@@ -38,6 +39,48 @@ def as_user_error(where: str) -> Iterator[None]:
         raise
     except (ValueError, TypeError) as error:
         raise UserError(f"{where}: {str(error).strip().splitlines()[0]}") from None
+
+
+def command_line_keys() -> set[str]:
+    """The config keys set explicitly on the command line (`trainer.epochs=3` -> trainer.epochs)."""
+    return {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
+
+
+def apply_profile(cfg: DictConfig) -> str:
+    """Resolve `profile=auto` (cpu without a GPU, else full) and apply that profile's settings.
+
+    A profile is a nested block of config values under `profiles.<name>`, declared by task and
+    tuning files (a CPU profile: a narrower network, fewer epochs). Keys the user set on the
+    command line keep the user's value. Says in one line what it chose and changed; the config,
+    and with it the MLflow run's params, records the result.
+    """
+    from visionkit.tracking import flatten
+    from visionkit.training.devices import accelerators
+
+    choice = cfg.get("profile", "auto")
+    if choice not in PROFILES:
+        raise UserError(f"profile must be one of {', '.join(PROFILES)}, received {choice!r}")
+    reason = "chosen"
+    if choice == "auto":
+        found = accelerators()
+        choice, reason = ("full", f"found {', '.join(found)}") if found else ("cpu", "no GPU found")
+    explicit = command_line_keys()
+    changed = {}
+    for key, value in flatten(options(cfg.get("profiles", {}).get(choice) or OmegaConf.create())).items():
+        if key in explicit:
+            continue
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise UserError(f"profiles.{choice}.{key}: not a config key")
+        OmegaConf.update(cfg, key, value, merge=False)
+        changed[key] = value
+    cfg.profile = choice
+    if changed:
+        hint = "; profile=full for the paper-size network" if choice == "cpu" else ""
+        print(f"profile {choice} ({reason}): {' '.join(f'{k}={v}' for k, v in changed.items())}{hint}")
+    return choice
+
+
+_ABSENT = object()
 
 
 def load_task(cfg: DictConfig):
@@ -86,11 +129,11 @@ def build_model(cfg: DictConfig, task, bundle):
     return model
 
 
-def model_metadata(cfg: DictConfig, bundle, model) -> dict[str, Any]:
+def model_metadata(cfg: DictConfig, task, bundle, model) -> dict[str, Any]:
     """What serving and prediction need besides the weights."""
     return {"task": cfg.task.name, "model": cfg.model.name, "data": cfg.data.name,
             "input_shape": list(model.input_shape[1:]), "class_names": bundle.class_names,
-            "target_names": bundle.target_names}
+            "target_names": bundle.target_names, **task.serving_metadata(bundle)}
 
 
 def write_metadata(directory: Path, metadata: dict[str, Any]) -> None:
@@ -123,6 +166,7 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     commit = git_commit()
     return {"experiment": cfg.task.name, "run_name": f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             "tags": {"task": cfg.task.name, "model": cfg.model.name, "data": cfg.data.name, "mode": cfg.mode,
+                     "profile": cfg.get("profile", "full"),
                      "git_commit": commit, "mlflow.source.git.commit": commit, "overrides": overrides or "(none)",
                      "run_dir": str(output_dir())}}
 

@@ -69,7 +69,8 @@ def run(cfg: DictConfig) -> Path:
     files = find_images(Path(settings.input).expanduser())
     serve, metadata = load_serving_fn(Path(cfg.checkpoint).expanduser())
     task = get_task(metadata["task"])
-    names = SimpleNamespace(class_names=metadata.get("class_names", []), target_names=metadata.get("target_names", []))
+    names = SimpleNamespace(**{**metadata, "class_names": metadata.get("class_names", []),
+                               "target_names": metadata.get("target_names", [])})
     output = Path(settings.output) if settings.output else context.output_dir() / "predictions.csv"
     rows = []
     for start in range(0, len(files), settings.batch_size):

@@ -1,4 +1,4 @@
-"""The command line: python -m pipelines.run [mode=train|evaluate|predict|export|summary] task=... model=... k=v ...
+"""The command line: python -m pipelines.run [mode=train|evaluate|predict|export|summary|preview|verify] task=... model=... k=v ...
 
 Config-group choices and the mode are checked before Hydra composes the config, so a typo gets one
 line naming the closest option instead of a stack trace. Errors the user can fix print one line on
@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from pipelines.context import PROJECT_ROOT  # noqa: E402
+from pipelines.context import PROJECT_ROOT, apply_profile  # noqa: E402
 from pipelines.settings import MODES  # noqa: E402
 from visionkit.errors import ExportVerificationError, UserError  # noqa: E402
 from visionkit.registry import unknown_name_message  # noqa: E402
@@ -51,6 +51,8 @@ def dispatch(cfg: DictConfig):
     # data, training and tracking imports of the other modes.
     if cfg.mode not in MODES:  # set in a config file rather than on the command line
         raise UserError(unknown_name_message("mode", cfg.mode, MODES))
+    if cfg.mode != "summary":  # the architecture report shows the configured (paper) network
+        apply_profile(cfg)
     return importlib.import_module(f"pipelines.{cfg.mode}").run(cfg)
 
 

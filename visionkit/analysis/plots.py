@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 
 def confusion_matrix_figure(counts: np.ndarray, class_names: list[str]) -> Figure:
@@ -38,5 +39,60 @@ def scatter_figure(y_true: np.ndarray, y_pred: np.ndarray, target_names: list[st
         low, high = min(y_true[:, i].min(), y_pred[:, i].min()), max(y_true[:, i].max(), y_pred[:, i].max())
         ax.plot([low, high], [low, high], color="black", linewidth=0.8)
         ax.set(title=name, xlabel="true", ylabel="predicted")
+    fig.tight_layout()
+    return fig
+
+
+def class_colours(count: int) -> np.ndarray:
+    """A distinct RGB colour (0..1) per class index; index 0 (background) is black."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"](np.arange(max(count - 1, 1)) % 20)[:, :3]
+    return np.concatenate([np.zeros((1, 3)), colours])[:count]
+
+
+def _colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """RGB picture of a class-index mask; ignored pixels (outside the classes) are white."""
+    mask = np.asarray(mask)
+    picture = np.ones((*mask.shape, 3))
+    known = mask < len(colours)
+    picture[known] = colours[mask[known]]
+    return picture
+
+
+def overlay_gallery_figure(images: np.ndarray, true_masks: np.ndarray, predicted_masks: np.ndarray,
+                           class_names: list[str], title: str = "") -> Figure:
+    """One row per image: the image | the true mask over it | the predicted mask over it."""
+    colours = class_colours(len(class_names))
+    rows = len(images)
+    fig = Figure(figsize=(7.5, 2.4 * rows + 0.6))
+    for row, (image, truth, predicted) in enumerate(zip(images, true_masks, predicted_masks)):
+        picture = image[..., 0] if image.shape[-1] == 1 else image
+        for column, (mask, label) in enumerate(((None, "image"), (truth, "truth"), (predicted, "prediction"))):
+            ax = fig.add_subplot(rows, 3, 3 * row + column + 1)
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
+            if mask is not None:
+                ax.imshow(_colour_mask(mask, colours), alpha=0.55, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(label)
+    handles = [Patch(color=colours[i], label=name) for i, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 6), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return fig
+
+
+def per_class_bar_figure(values: np.ndarray, class_names: list[str], label: str) -> Figure:
+    """A horizontal bar per class (nan: the class is absent from truth and prediction)."""
+    fig = Figure(figsize=(6, 0.35 * len(class_names) + 1.2))
+    ax = fig.add_subplot()
+    shown = np.nan_to_num(np.asarray(values, np.float64), nan=0.0)
+    ax.barh(range(len(class_names)), shown, color=class_colours(len(class_names)), edgecolor="black")
+    ax.set(yticks=range(len(class_names)), xlim=(0, 1), xlabel=label, title=f"{label} per class")
+    ax.set_yticklabels(class_names)
+    ax.invert_yaxis()
+    for i, value in enumerate(values):
+        ax.text(min(shown[i] + 0.01, 0.9), i, "absent" if np.isnan(value) else f"{value:.3f}", va="center", fontsize=8)
     fig.tight_layout()
     return fig

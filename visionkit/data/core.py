@@ -2,18 +2,25 @@
 splits and what the task needs to know about them (class names, target names).
 
 Sample contract: a dict of numpy arrays — `image` uint8 HxWxC; `label` int; `target` float [K];
-`boxes` float [N, 4] pixel xyxy with `classes` int [N]; `mask` uint8 HxW class indices.
+`boxes` float [N, 4] pixel xyxy with `classes` int [N]; `mask` uint8 HxW class indices (0 = background,
+class_names[v - 1] for v >= 1, 255 = ignore). Boxes and classes vary in length: a Split keeps them as lists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from visionkit.errors import UserError
+
+if TYPE_CHECKING:
+    from visionkit.data.verify import VerificationReport
+
+SPLIT_NAMES = ("train", "val", "test")
+LIST_TARGETS = ("boxes", "classes")  # one array per image, of varying length
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class DataBundle:
     test: Split
     class_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
+    verification: VerificationReport | None = None  # what the file-based sources checked, kept and skipped
+    mask_names: list[str] = field(default_factory=list)  # a name per mask value when the data names them all
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -82,18 +91,37 @@ class DataBundle:
 def split_indices(n: int, *, val_fraction: float, test_fraction: float, seed: int,
                   stratify: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train/val/test index split, stratified by `stratify` labels when given."""
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 < value < 1:
-            raise UserError(f"data.{name} must be between 0 and 1, received {value}")
-    if val_fraction + test_fraction >= 1:
-        raise UserError(f"data.val_fraction + data.test_fraction must be below 1, received "
-                        f"{val_fraction} + {test_fraction}")
-    indices = np.arange(n)
-    rest, test = train_test_split(indices, test_size=test_fraction, random_state=seed, stratify=stratify)
-    rest_labels = None if stratify is None else stratify[rest]
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
-                                  stratify=rest_labels)
-    return np.sort(train), np.sort(val), np.sort(test)
+    parts = carve_indices(n, {"test": test_fraction, "val": val_fraction}, seed=seed, stratify=stratify)
+    return parts["train"], parts["val"], parts["test"]
+
+
+def check_fractions(fractions: dict[str, float]) -> None:
+    names = sorted(fractions, key=SPLIT_NAMES.index)
+    for name in names:
+        if not 0 < fractions[name] < 1:
+            raise UserError(f"data.{name}_fraction must be between 0 and 1, received {fractions[name]}")
+    if sum(fractions.values()) >= 1:
+        raise UserError(f"{' + '.join(f'data.{name}_fraction' for name in names)} must be below 1, received "
+                        f"{' + '.join(str(fractions[name]) for name in names)}")
+
+
+def carve_indices(n: int, fractions: dict[str, float], *, seed: int,
+                  stratify: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Seeded split of range(n) into "train" and one part per entry of `fractions` (a share of all n),
+    taken in order from what is left, stratified by `stratify` labels when given."""
+    check_fractions(fractions)
+    parts, left = {"train": np.arange(n)}, 1.0
+    for name, fraction in fractions.items():
+        labels = None if stratify is None else stratify[parts["train"]]
+        try:
+            parts["train"], parts[name] = train_test_split(parts["train"], test_size=fraction / left,
+                                                           random_state=seed, stratify=labels)
+        except ValueError as error:  # too few samples (per class) for the requested shares
+            kind = " stratified by class" if stratify is not None else ""
+            raise UserError(f"cannot carve a {name} split of {fraction} from {len(parts['train'])} samples{kind} "
+                            f"({error}); add samples or change data.{name}_fraction") from None
+        left -= fraction
+    return {name: np.sort(indices) for name, indices in parts.items()}
 
 
 def bundle_from_arrays(name: str, images: np.ndarray, targets: dict[str, Any], *, val_fraction: float,
@@ -105,3 +133,36 @@ def bundle_from_arrays(name: str, images: np.ndarray, targets: dict[str, Any], *
                                      seed=seed, stratify=stratify)
     return DataBundle(name, everything.take(train), everything.take(val), everything.take(test),
                       class_names=list(class_names or []), target_names=list(target_names or []))
+
+
+def stack_samples(samples: Sequence[dict[str, Any]]) -> Split:
+    """A Split of samples that share their keys and image shape."""
+    keys = [key for key in samples[0] if key != "image"]
+    targets = {key: [s[key] for s in samples] if key in LIST_TARGETS else np.asarray([s[key] for s in samples])
+               for key in keys}
+    return Split(np.stack([s["image"] for s in samples]), targets)
+
+
+def bundle_from_samples(name: str, pools: dict[str, Sequence[dict[str, Any]]], *, val_fraction: float,
+                        test_fraction: float, seed: int, stratify_key: str | None = None,
+                        class_names: list[str] | None = None, target_names: list[str] | None = None,
+                        mask_names: list[str] | None = None,
+                        verification: VerificationReport | None = None) -> DataBundle:
+    """A DataBundle from samples grouped by split. The splits the data defines (train/, val/, test/
+    folders) are kept as they are; a missing val or test split is carved from train by its fraction,
+    seeded, and stratified by `stratify_key` when given."""
+    if "train" not in pools or set(pools) - set(SPLIT_NAMES):
+        raise ValueError(f"pools must have 'train' and only {SPLIT_NAMES}, received {sorted(pools)}")
+    for split, samples in pools.items():
+        if not samples:
+            raise UserError(f"dataset '{name}': the {split} split has no usable images")
+    train = stack_samples(pools["train"])
+    missing = {split: fraction for split, fraction in (("test", test_fraction), ("val", val_fraction))
+               if split not in pools}
+    stratify = None if stratify_key is None else np.asarray(train.targets[stratify_key])
+    carved = carve_indices(len(train), missing, seed=seed, stratify=stratify)
+    splits = {split: stack_samples(pools[split]) for split in pools if split != "train"}
+    splits.update({split: train.take(indices) for split, indices in carved.items()})
+    return DataBundle(name, splits["train"], splits["val"], splits["test"], class_names=list(class_names or []),
+                      target_names=list(target_names or []), verification=verification,
+                      mask_names=list(mask_names or []))

@@ -100,7 +100,7 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int) -> dict[
             "boxes": boxes, "classes": np.asarray(classes, np.int64), "mask": mask}
 
 
-@DATASETS.register("shapes", tasks=("classification", "regression"))
+@DATASETS.register("shapes", tasks=("classification", "regression", "segmentation", "detection"))
 def shapes(*, num_images: int = 4000, image_size: int = 64, max_objects: int = 3, val_fraction: float = 0.15,
            test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
     if image_size < 16:

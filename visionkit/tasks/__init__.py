@@ -1,9 +1,9 @@
-"""Tasks: classification, regression (detection and segmentation plug in the same way)."""
+"""Tasks: classification, regression, segmentation (detection plugs in the same way)."""
 
 from __future__ import annotations
 
 from visionkit.registry import TASKS
-from visionkit.tasks import classification, regression  # noqa: F401  (registers the tasks)
+from visionkit.tasks import classification, detection, regression, segmentation  # noqa: F401  (registers the tasks)
 from visionkit.tasks.base import Task
 
 

@@ -32,6 +32,14 @@ class Task:
     def encode_targets(self, samples: list[dict[str, Any]]) -> np.ndarray:
         return np.stack([np.asarray(s[self.target_key]) for s in samples])
 
+    def training_callbacks(self, data, log_figure: Callable) -> list[keras.callbacks.Callback]:
+        """Callbacks the task adds to training, e.g. pictures logged with `log_figure(figure, path)`."""
+        return []
+
+    def serving_metadata(self, data) -> dict[str, Any]:
+        """What prediction needs besides the class and target names (stored beside checkpoints and exports)."""
+        return {}
+
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray, data) -> dict[str, float]:
         """Final metrics computed with numpy on the whole split; keys without the `test_` prefix."""
         raise NotImplementedError

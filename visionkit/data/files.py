@@ -1,0 +1,44 @@
+"""Where the files of a user's dataset are: its root, its split folders and its images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visionkit.data.core import SPLIT_NAMES
+from visionkit.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# Folder names a split goes by (Roboflow and others export "valid").
+SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def existing_path(path: str | None, what: str, key: str = "data.path") -> Path:
+    """The user's path, which must exist; `what` says what it should point at."""
+    if not path:
+        raise UserError(f"{key} is not set: pass {key}=<{what}>")
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise UserError(f"{key}: {resolved} does not exist (expected {what})")
+    return resolved
+
+
+def split_name(name: str) -> str | None:
+    """'train', 'val' or 'test' for a folder or CSV value naming a split, else None."""
+    return next((split for split, aliases in SPLIT_ALIASES.items() if name.lower() in aliases), None)
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """The train/ val/ test/ sub-folders of root when it has a train/ folder, else {"train": root}:
+    the splits the data does not define are carved from train later."""
+    found = {split_name(p.name): p for p in sorted(root.iterdir()) if p.is_dir() and split_name(p.name)}
+    if "train" not in found:
+        if found:
+            raise UserError(f"{root} has {', '.join(p.name for p in found.values())} but no train/ folder")
+        return {"train": root}
+    return {split: found[split] for split in SPLIT_NAMES if split in found}
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under folder (recursively, hidden files left out), sorted for reproducibility."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))

@@ -1,0 +1,148 @@
+"""Decoding user images into the sample contract: uint8 HxWxC with the configured channels and size.
+
+OpenCV decodes (fast, and 16-bit aware with IMREAD_UNCHANGED); Pillow decodes the palette and CMYK
+modes, whose pixel values need its colour conversion, and is the strict judge of integrity: OpenCV
+returns a picture for some truncated files, Pillow raises "image file is truncated".
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from visionkit.errors import UserError
+
+PILLOW_MODES = {"P": "palette", "PA": "palette", "CMYK": "cmyk"}  # decoded by Pillow; the conversion kind
+MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L")  # single-channel modes that hold class indices
+IGNORE = 255  # mask value of pixels no loss or metric counts (unlabelled, crowd)
+
+
+class DecodeError(Exception):
+    """A file that cannot be used: `reason` is the report's key, `detail` the human-readable why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def image_size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """data.image_size as (height, width): an int for square images or [height, width]."""
+    pair = [image_size] * 2 if isinstance(image_size, int) and not isinstance(image_size, bool) else image_size
+    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)):
+        raise UserError(f"data.image_size must be a positive int or [height, width], received {image_size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_channels(channels: int) -> int:
+    if channels not in (1, 3):
+        raise UserError(f"data.channels must be 1 or 3, received {channels}")
+    return channels
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_integrity(data: bytes) -> None:
+    """Decode fully with Pillow, which refuses truncated data; raise DecodeError when it fails."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return  # a format Pillow does not read: OpenCV's decoder is the only judge
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
+        raise DecodeError("truncated" if "truncated" in str(error).lower() else "corrupt", _first_line(error)) from None
+
+
+def _pillow_mode(data: bytes) -> str | None:
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            return image.mode
+    except Exception:  # noqa: BLE001  (not a format Pillow reads; OpenCV decides)
+        return None
+
+
+def decode_image(data: bytes, channels: int) -> tuple[np.ndarray, list[str]]:
+    """uint8 HxWxC RGB (or grey) pixels of an encoded image, and the conversions it took."""
+    mode = _pillow_mode(data)
+    if mode in PILLOW_MODES:
+        with Image.open(io.BytesIO(data)) as image:
+            alpha = mode == "PA" or "transparency" in image.info
+            array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
+        conversions = [PILLOW_MODES[mode]]
+    else:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise DecodeError("corrupt", "not a decodable image")
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[-1] == 3 else cv2.COLOR_BGRA2RGBA)
+        conversions = []
+    array, more = to_channels(array, channels)
+    return array, conversions + more
+
+
+def to_channels(array: np.ndarray, channels: int) -> tuple[np.ndarray, list[str]]:
+    """8-bit pixels with `channels` channels from grey/RGB(A), 8- or 16-bit pixels; alpha is dropped
+    (as PIL's convert("RGB") and torchvision do). Returns the conversions made."""
+    conversions = []
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)  # rounds v * 255 / 65535
+        conversions.append("16bit")
+    elif array.dtype != np.uint8:
+        raise DecodeError("unsupported", f"{array.dtype} pixels (8- and 16-bit images are supported)")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] in (2, 4):  # grey + alpha, RGB + alpha
+        array = array[..., :-1]
+        conversions.append("rgba")
+    if array.shape[-1] == 1 and channels == 3:
+        array = np.repeat(array, 3, axis=-1)
+        conversions.append("grayscale")
+    elif array.shape[-1] == 3 and channels == 1:
+        array = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2GRAY)[..., None]
+        conversions.append("to_grayscale")
+    return np.ascontiguousarray(array), conversions
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWxC image at (height, width): area averaging to shrink, bilinear to enlarge."""
+    if image.shape[:2] == tuple(size):
+        return image
+    shrink = size[0] <= image.shape[0] and size[1] <= image.shape[1]
+    resized = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return resized.reshape(size[0], size[1], image.shape[-1])
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class-index mask at (height, width) by nearest neighbour, which never invents a class."""
+    if mask.shape[:2] == tuple(size):
+        return mask
+    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """Pixel xyxy boxes of an image of from_size (h, w) in the pixels of the image resized to to_size."""
+    sy, sx = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return (np.asarray(boxes, np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+
+
+def read_mask(data: bytes) -> np.ndarray:
+    """Class indices of a mask file: a single-channel image (grey, palette indices, 16-bit) or an
+    RGB image whose three channels are equal."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            mode, array = image.mode, np.asarray(image)
+    except Exception as error:  # noqa: BLE001  (Pillow raises many kinds for broken files)
+        raise DecodeError("mask_corrupt", _first_line(error)) from None
+    if mode in MASK_MODES:
+        return array.astype(np.int64)
+    if mode == "RGB" and (array == array[..., :1]).all():
+        return array[..., 0].astype(np.int64)
+    raise DecodeError("mask_colour", f"mode {mode} with differing channels holds colours, not class indices")
