@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pipelines.context import PROJECT_ROOT, apply_profile  # noqa: E402
 from pipelines.settings import MODES  # noqa: E402
-from visionkit.errors import ExportVerificationError, UserError  # noqa: E402
+from visionkit.errors import ExportVerificationError, TrainingDivergedError, UserError  # noqa: E402
 from visionkit.registry import unknown_name_message  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -69,7 +69,7 @@ def app(cfg: DictConfig) -> None:
         dispatch(cfg)
     except UserError as error:
         report(error, 2)
-    except ExportVerificationError as error:
+    except (ExportVerificationError, TrainingDivergedError) as error:
         report(error, 1)
 
 

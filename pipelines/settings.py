@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.errors import UserError
 
-MODES = ("train", "evaluate", "predict", "export", "summary")
+MODES = ("train", "evaluate", "predict", "export", "summary", "preview", "verify", "compare", "benchmark")
 
 
 @dataclass
@@ -27,6 +27,10 @@ class TrainerSettings:
     early_stopping: int
     seed: int
     workers: int
+    precision: str = "float32"
+    jit_compile: str = "auto"
+    multiprocessing: bool = False
+    prefetch: int = 10
 
 
 @dataclass
@@ -48,6 +52,26 @@ class PredictSettings:
 class SummarySettings:
     input_shape: Optional[list[int]] = None
     num_classes: Optional[int] = None
+
+
+@dataclass
+class CompareSettings:
+    experiment: Optional[str] = None
+    metric: Optional[str] = None
+    ascending: Optional[bool] = None
+    limit: int = 20
+    columns: int = 2
+
+
+@dataclass
+class BenchmarkSettings:
+    warmup_steps: int = 5
+    steps: int = 20
+    synthetic: bool = False
+    image_shape: Optional[list[int]] = None
+    matmul_size: int = 2048
+    matmul_repeats: int = 8
+    matmul_trials: int = 5
 
 
 @dataclass

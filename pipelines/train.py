@@ -1,9 +1,10 @@
-"""mode=train: train, evaluate on the test split, export a SavedModel and verify it."""
+"""mode=train: train (or resume), evaluate on the test split, export a SavedModel and verify it."""
 
 from __future__ import annotations
 
 import io
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import keras
 from omegaconf import DictConfig, OmegaConf
@@ -15,8 +16,10 @@ from pipelines.settings import TrainerSettings, positive, typed
 from visionkit.analysis import format_table, layer_table, totals
 from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
+from visionkit.errors import UserError
 from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
+from visionkit.training.checkpoints import BEST, read_state, restore_training
 from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
                                     training_targets)
 
@@ -33,44 +36,51 @@ def run(cfg: DictConfig) -> dict[str, float]:
     export = export_settings(cfg)
     for key in ("epochs", "batch_size", "workers"):
         positive(getattr(trainer, key), f"trainer.{key}")
+    run_dir = context.output_dir()
+    checkpoints = run_dir / "checkpoints"
+    state = resume_state(cfg, checkpoints) if cfg.get("resume") else start_state(cfg, checkpoints)
+    set_precision(trainer.precision)
     keras.utils.set_random_seed(trainer.seed)
     task = context.load_task(cfg)
     bundle = context.load_data(cfg, task)
     with context.as_user_error("augment"):
-        augmenter = build_augmenter(OmegaConf.to_container(cfg.augment.transforms, resolve=True), seed=trainer.seed)
+        augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
     model = context.build_model(cfg, task, bundle)
     tracker, tracking = context.make_tracker(cfg)
-    run_dir = context.output_dir()
 
     targets = training_targets(task.encode_targets, model)
     train_data = BatchLoader(bundle.train, targets, batch_size=trainer.batch_size, augmenter=augmenter,
-                             shuffle=True, seed=trainer.seed, workers=trainer.workers)
-    val_data = BatchLoader(bundle.val, targets, batch_size=trainer.batch_size, workers=trainer.workers)
+                             shuffle=True, seed=trainer.seed, workers=trainer.workers,
+                             use_multiprocessing=trainer.multiprocessing, max_queue_size=trainer.prefetch)
+    val_data = BatchLoader(bundle.val, targets, batch_size=trainer.batch_size, workers=trainer.workers,
+                           use_multiprocessing=trainer.multiprocessing, max_queue_size=trainer.prefetch)
     with context.as_user_error("trainer"):
         compile_model(model, task, TrainSettings(
             epochs=trainer.epochs, learning_rate=trainer.learning_rate, optimizer=trainer.optimizer,
             schedule=trainer.schedule, warmup_epochs=trainer.warmup_epochs, weight_decay=trainer.weight_decay,
-            momentum=trainer.momentum), steps_per_epoch=len(train_data))
+            momentum=trainer.momentum, jit_compile=jit_compile(trainer.jit_compile)), steps_per_epoch=len(train_data))
+    initial_epoch = state.get("epochs_completed", 0)
+    if initial_epoch:
+        restore_training(model, checkpoints)
+        train_data.start_at_epoch(initial_epoch)  # the shuffling and augmentation the uninterrupted run would see
+        print(f"resuming {run_dir} after epoch {initial_epoch} of {trainer.epochs}")
 
-    metadata = context.model_metadata(cfg, bundle, model)
-    checkpoints = run_dir / "checkpoints"
+    metadata = context.model_metadata(cfg, task, bundle, model)
     context.write_metadata(checkpoints, metadata)
     print(f"{cfg.task.name}: {cfg.model.name} on {cfg.data.name} ({len(bundle.train)} train / {len(bundle.val)} val / "
           f"{len(bundle.test)} test images of {bundle.image_shape}), {model.count_params():,} parameters -> {run_dir}")
 
-    with tracker.run(**context.run_identity(cfg)):
-        rows = layer_table(inference_model(model))
-        size = totals(rows)
-        tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
-                            "model.total_params": size["params"], "model.trainable_params": size["trainable_params"],
-                            "model.macs": size["macs"], "model.receptive_field": size["receptive_field"]})
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        tracker.log_text(model_summary(model), "model_summary.txt")
-        tracker.log_text(format_table(rows), "layer_table.txt")
-        callbacks = checkpoint_callbacks(checkpoints, monitored_metric(task.monitor, model),
-                                         trainer.early_stopping or None, mode=task.monitor_mode)
-        fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=[*callbacks, tracker.keras_callback()])
-        model.load_weights(checkpoints / "best.keras")  # the model we report and ship is the best one
+    with tracker.run(**context.run_identity(cfg), run_id=state.get("run_id")):
+        if initial_epoch:
+            tracker.set_tags({"resumed_after_epoch": initial_epoch, "resumed_trainer.epochs": trainer.epochs})
+        else:
+            log_run_description(cfg, model, bundle, tracker)
+        monitor = monitored_metric(task.monitor, model)
+        callbacks = checkpoint_callbacks(checkpoints, monitor, trainer.early_stopping or None, task.monitor_mode,
+                                         best=state.get("best"), extra_state={"run_id": tracker.run_id})
+        callbacks += [tracker.keras_callback(), *task.training_callbacks(bundle, tracker.log_figure)]
+        fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=callbacks, initial_epoch=initial_epoch)
+        model.load_weights(checkpoints / BEST)  # the model we report and ship is the best one
         model = inference_model(model)  # without auxiliary training heads
         model.save(run_dir / "model.keras")
         metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size)
@@ -80,3 +90,70 @@ def run(cfg: DictConfig) -> dict[str, float]:
             tracker.register_model(model, f"{cfg.task.name}-{cfg.model.name}")
     print_metrics(task, metrics)
     return metrics
+
+
+def log_run_description(cfg: DictConfig, model, bundle, tracker) -> None:
+    """Params (the resolved config and the model's size), the config, the architecture and the data check."""
+    rows = layer_table(inference_model(model))
+    size = totals(rows)
+    tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
+                        "model.total_params": size["params"], "model.trainable_params": size["trainable_params"],
+                        "model.macs": size["macs"], "model.receptive_field": size["receptive_field"]})
+    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    tracker.log_text(model_summary(model), "model_summary.txt")
+    tracker.log_text(format_table(rows), "layer_table.txt")
+    if bundle.verification is not None:  # file-based datasets: what verification kept, converted and skipped
+        print(bundle.verification.format_table())
+        tracker.log_text(bundle.verification.format_table(), "verification.txt")
+        tracker.log_metrics(bundle.verification.counts())
+
+
+# A resumed run must be the same experiment: these sections must match the saved configuration,
+# except for how long it trains and how its data is loaded.
+EXPERIMENT_SECTIONS = ("task.", "model.", "data.", "augment.", "trainer.", "profile")
+RESUMABLE_KEYS = ("trainer.epochs", "trainer.workers", "trainer.multiprocessing", "trainer.prefetch")
+RUN_CONFIG = "config.yaml"
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
+
+
+def start_state(cfg: DictConfig, checkpoints: Path) -> dict:
+    """A new run: refuse a run directory that already holds one, and keep the configuration to resume with."""
+    if read_state(checkpoints) is not None:
+        raise UserError(f"{checkpoints.parent} already holds a run; resume=true continues it, "
+                        f"or choose another hydra.run.dir")
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return {}
+
+
+def resume_state(cfg: DictConfig, checkpoints: Path) -> dict:
+    """The saved state of the run in this directory, after checking the configuration is the same."""
+    state = read_state(checkpoints)
+    if state is None:
+        raise UserError(f"resume=true: no completed epoch to resume in {checkpoints.parent} "
+                        f"(pass hydra.run.dir=<the run directory>)")
+    saved = flatten(OmegaConf.to_container(OmegaConf.load(checkpoints / RUN_CONFIG), resolve=True))
+    current = flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(key for key in saved.keys() | current.keys()
+                     if key.startswith(EXPERIMENT_SECTIONS) and key not in RESUMABLE_KEYS
+                     and saved.get(key) != current.get(key))
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:5])
+        raise UserError(f"resume=true with a different configuration ({details}); of the experiment's settings "
+                        f"only {', '.join(RESUMABLE_KEYS)} may change")
+    return state
+
+
+def set_precision(precision: str) -> None:
+    """float32, or mixed precision (float16 with loss scaling, which Keras's compile adds; or bfloat16)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, received {precision!r}")
+    keras.mixed_precision.set_dtype_policy(precision)
+
+
+def jit_compile(value: str) -> bool | str:
+    """trainer.jit_compile: true | false | auto (XLA where Keras finds it supported)."""
+    if str(value).lower() not in JIT_COMPILE:
+        raise UserError(f"trainer.jit_compile must be true, false or auto, received {value!r}")
+    return JIT_COMPILE[str(value).lower()]

@@ -7,3 +7,7 @@ class UserError(ValueError):
 
 class ExportVerificationError(RuntimeError):
     """An exported SavedModel does not reproduce the in-memory model's outputs."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""

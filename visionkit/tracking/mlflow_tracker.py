@@ -89,10 +89,24 @@ class MlflowTracker:
         raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {self.uri}")
 
     @contextmanager
-    def run(self, *, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator["MlflowTracker"]:
-        with self.mlflow.start_run(experiment_id=self.experiment_id(experiment), run_name=run_name, tags=dict(tags),
-                                   log_system_metrics=self.system_metrics):
+    def run(self, *, experiment: str, run_name: str, tags: Mapping[str, str],
+            run_id: str | None = None) -> Iterator["MlflowTracker"]:
+        """A new run, or the run `run_id` continued (a resumed training)."""
+        if run_id:
+            started = self.mlflow.start_run(run_id=run_id, log_system_metrics=self.system_metrics)
+        else:
+            started = self.mlflow.start_run(experiment_id=self.experiment_id(experiment), run_name=run_name,
+                                            tags=dict(tags), log_system_metrics=self.system_metrics)
+        with started:
             yield self
+
+    @property
+    def run_id(self) -> str | None:
+        active = self.mlflow.active_run()
+        return active.info.run_id if active else None
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         values = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
@@ -130,7 +144,10 @@ class NullTracker:
     def run(self, **_: Any) -> Iterator["NullTracker"]:
         yield self
 
+    run_id = None
+
     def log_params(self, *_: Any, **__: Any) -> None: ...
+    def set_tags(self, *_: Any, **__: Any) -> None: ...
     def log_metrics(self, *_: Any, **__: Any) -> None: ...
     def log_figure(self, *_: Any, **__: Any) -> None: ...
     def log_text(self, *_: Any, **__: Any) -> None: ...

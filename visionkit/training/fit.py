@@ -1,4 +1,4 @@
-"""Training: compile, callbacks (best and last checkpoints, early stopping) and fit."""
+"""Training: compile, callbacks (crash-safe best and last checkpoints, early stopping) and fit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from visionkit.models.common import AUX_LOSS_WEIGHT, MAIN_OUTPUT, auxiliary_outputs
+from visionkit.training.checkpoints import TrainingState
 from visionkit.training.optim import build_optimizer, learning_rate_schedule
 
 
@@ -22,6 +23,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     momentum: float = 0.9
     early_stopping_patience: int | None = None  # epochs without improvement; None = never stop early
+    jit_compile: bool | str = "auto"  # XLA compilation of the train step: True, False or "auto" (Keras decides)
 
 
 def compile_model(model: keras.Model, task, settings: TrainSettings, steps_per_epoch: int) -> None:
@@ -32,14 +34,16 @@ def compile_model(model: keras.Model, task, settings: TrainSettings, steps_per_e
                                 momentum=settings.momentum)
     auxiliary = auxiliary_outputs(model)
     if not auxiliary:
-        model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics(model.output_shape[-1]))
+        model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics(model.output_shape[-1]),
+                      jit_compile=settings.jit_compile)
         return
     # Auxiliary heads (GoogLeNet) learn the same targets with a smaller loss weight; metrics
     # describe the main output only, the one that is evaluated and exported.
     outputs = [MAIN_OUTPUT, *auxiliary]
     model.compile(optimizer=optimizer, loss={name: task.loss() for name in outputs},
                   loss_weights={name: 1.0 if name == MAIN_OUTPUT else AUX_LOSS_WEIGHT for name in outputs},
-                  metrics={MAIN_OUTPUT: task.metrics(model.output[MAIN_OUTPUT].shape[-1])})
+                  metrics={MAIN_OUTPUT: task.metrics(model.output[MAIN_OUTPUT].shape[-1])},
+                  jit_compile=settings.jit_compile)
 
 
 def monitored_metric(monitor: str, model: keras.Model) -> str:
@@ -62,16 +66,11 @@ def training_targets(encode_targets, model: keras.Model):
     return encode_for_every_output
 
 
-def checkpoint_callbacks(checkpoint_dir: Path, monitor: str, patience: int | None,
-                         mode: str = "auto") -> list[keras.callbacks.Callback]:
-    """best.keras (by `monitor`, better when lower or higher as `mode` says) and last.keras every
-    epoch; early stopping that restores the best weights."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint_dir / "best.keras", monitor=monitor, mode=mode,
-                                        save_best_only=True),
-        keras.callbacks.ModelCheckpoint(checkpoint_dir / "last.keras"),
-    ]
+def checkpoint_callbacks(checkpoint_dir: Path, monitor: str, patience: int | None, mode: str, *,
+                         best: float | None = None, extra_state: dict | None = None) -> list[keras.callbacks.Callback]:
+    """Atomic best.keras / last.keras / state.json every epoch (visionkit.training.checkpoints), and
+    early stopping that restores the best weights."""
+    callbacks = [TrainingState(checkpoint_dir, monitor, mode, best=best, extra_state=extra_state)]
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
                                                        restore_best_weights=True))
@@ -83,6 +82,12 @@ def progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def fit(model: keras.Model, train_data, val_data, *, epochs: int, callbacks) -> keras.callbacks.History:
-    return model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
-                     verbose=progress_verbosity())
+def fit(model: keras.Model, train_data, val_data, *, epochs: int, callbacks,
+        initial_epoch: int = 0) -> keras.callbacks.History:
+    """model.fit; afterwards a NaN loss is raised as TrainingDivergedError (the checkpoints stay the last good ones)."""
+    history = model.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
+                        callbacks=callbacks, verbose=progress_verbosity())
+    for callback in callbacks:
+        if isinstance(callback, TrainingState):
+            callback.raise_if_diverged()
+    return history

@@ -1,0 +1,137 @@
+"""Crash-safe training state: atomic checkpoints, the resume record, and a stop on a NaN loss.
+
+Every file is written to a temporary name in the same directory, flushed to disk and renamed over
+the old one, so a crash or a full disk at any moment leaves the previous complete checkpoint.
+`state.json` records what a resumed run needs: the epochs completed, the best monitored value so
+far and the MLflow run to continue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from visionkit.errors import TrainingDivergedError, UserError
+
+STATE_FILE = "state.json"
+BEST, LAST = "best.keras", "last.keras"
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (a full disk, a read-only directory)."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(temporary_path), flush it to disk and rename it to `path`; on failure remove the
+    temporary file, keep the old `path` and raise CheckpointWriteError naming the directory."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")  # Keras insists on the .keras suffix
+    try:
+        write(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise CheckpointWriteError(f"cannot write {path.name} in {path.parent}: "
+                                   f"{error.strerror or error}{kept}") from None
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    atomic_write(path, lambda temporary: model.save(temporary))
+
+
+def write_state(directory: Path, state: dict[str, Any]) -> None:
+    atomic_write(Path(directory) / STATE_FILE, lambda temporary: Path(temporary).write_text(json.dumps(state, indent=2)))
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    path = Path(directory) / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def improved(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+class TrainingState(keras.callbacks.Callback):
+    """After every epoch: best.keras when `monitor` improved, then last.keras, then state.json.
+
+    A NaN or infinite batch loss stops training before the next checkpoint is written, so the
+    checkpoints on disk are the last good ones; `diverged` then says where it happened.
+    """
+
+    def __init__(self, directory: Path, monitor: str, mode: str, *, best: float | None = None,
+                 extra_state: dict[str, Any] | None = None):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', received {mode!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.monitor, self.mode, self.best = monitor, mode, best
+        self.extra_state = dict(extra_state or {})
+        self.diverged: tuple[int, int, float] | None = None  # epoch, batch, loss
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged:
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(f"checkpoint monitor '{self.monitor}' is not among the logged metrics: "
+                           f"{', '.join(sorted(logs or {}))}")
+        if improved(float(value), self.best, self.mode):
+            self.best = float(value)
+            save_model(self.model, self.directory / BEST)
+        save_model(self.model, self.directory / LAST)
+        write_state(self.directory, {**self.extra_state, "epochs_completed": epoch + 1, "monitor": self.monitor,
+                                     "mode": self.mode, "best": self.best})
+
+    def raise_if_diverged(self) -> None:
+        if self.diverged:
+            epoch, batch, loss = self.diverged
+            kept = self.directory / LAST
+            where = f"the last good checkpoint is {kept}" if kept.exists() else "no epoch completed, so no checkpoint"
+            raise TrainingDivergedError(f"training loss became {loss} at epoch {epoch}, batch {batch}; {where}. "
+                                        f"Try a lower trainer.learning_rate")
+
+
+def restore_training(model: keras.Model, directory: Path) -> None:
+    """Load the weights and optimizer state (step count included) of last.keras into a compiled `model`.
+
+    The model is rebuilt and compiled from the configuration first, so a longer `trainer.epochs`
+    gives the learning-rate schedule of the extended run; the optimizer's variables then continue
+    where training stopped.
+    """
+    saved = keras.saving.load_model(Path(directory) / LAST, compile=True, safe_mode=True)
+    model.set_weights(saved.get_weights())
+    model.optimizer.build(model.trainable_variables)
+    if len(model.optimizer.variables) != len(saved.optimizer.variables):
+        raise UserError(f"the optimizer state in {Path(directory) / LAST} does not fit trainer.optimizer; "
+                        f"resume with the optimizer the run started with")
+    for target, source in zip(model.optimizer.variables, saved.optimizer.variables):
+        target.assign(source)
