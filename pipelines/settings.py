@@ -29,6 +29,8 @@ class TrainerSettings:
     workers: int
     precision: str = "float32"
     jit_compile: str = "auto"
+    strategy: str = "none"
+    cpu_devices: int = 0
     multiprocessing: bool = False
     prefetch: int = 10
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -12,14 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 from pipelines import context
 from pipelines.evaluate import evaluate_and_log, print_metrics
 from pipelines.export import export_and_verify, export_settings
-from pipelines.settings import TrainerSettings, positive, typed
+from pipelines.settings import ExportSettings, TrainerSettings, positive, typed
 from visionkit.analysis import format_table, layer_table, totals
 from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
 from visionkit.errors import UserError
 from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
+from visionkit.tracking.mlflow_tracker import NullTracker
 from visionkit.training.checkpoints import BEST, read_state, restore_training
+from visionkit.training.distribute import is_chief, make_strategy, strategy_scope
 from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
                                     training_targets)
 
@@ -39,29 +42,31 @@ def run(cfg: DictConfig) -> dict[str, float]:
     run_dir = context.output_dir()
     checkpoints = run_dir / "checkpoints"
     state = resume_state(cfg, checkpoints) if cfg.get("resume") else start_state(cfg, checkpoints)
+    strategy = make_strategy(trainer.strategy, cpu_devices=trainer.cpu_devices)  # before TensorFlow starts
     set_precision(trainer.precision)
     keras.utils.set_random_seed(trainer.seed)
     task = context.load_task(cfg)
     bundle = context.load_data(cfg, task)
     with context.as_user_error("augment"):
         augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
-    model = context.build_model(cfg, task, bundle)
-    tracker, tracking = context.make_tracker(cfg)
+    chief = is_chief()
+    tracker, tracking = context.make_tracker(cfg) if chief else (NullTracker(), None)
+    if strategy is not None:
+        print(f"trainer.strategy={trainer.strategy}: {strategy.num_replicas_in_sync} replicas, global batch "
+              f"{trainer.batch_size}{'' if chief else ' (a worker: the chief tracks and exports)'}")
 
-    targets = training_targets(task.encode_targets, model)
-    train_data = BatchLoader(bundle.train, targets, batch_size=trainer.batch_size, augmenter=augmenter,
-                             shuffle=True, seed=trainer.seed, workers=trainer.workers,
-                             use_multiprocessing=trainer.multiprocessing, max_queue_size=trainer.prefetch)
-    val_data = BatchLoader(bundle.val, targets, batch_size=trainer.batch_size, workers=trainer.workers,
-                           use_multiprocessing=trainer.multiprocessing, max_queue_size=trainer.prefetch)
-    with context.as_user_error("trainer"):
+    with strategy_scope(strategy):
+        model = context.build_model(cfg, task, bundle)
+    train_data, val_data = make_loaders(bundle, training_targets(task.encode_targets, model), trainer, augmenter)
+    with strategy_scope(strategy), context.as_user_error("trainer"):
         compile_model(model, task, TrainSettings(
             epochs=trainer.epochs, learning_rate=trainer.learning_rate, optimizer=trainer.optimizer,
             schedule=trainer.schedule, warmup_epochs=trainer.warmup_epochs, weight_decay=trainer.weight_decay,
             momentum=trainer.momentum, jit_compile=jit_compile(trainer.jit_compile)), steps_per_epoch=len(train_data))
     initial_epoch = state.get("epochs_completed", 0)
     if initial_epoch:
-        restore_training(model, checkpoints)
+        with strategy_scope(strategy):
+            restore_training(model, checkpoints)
         train_data.start_at_epoch(initial_epoch)  # the shuffling and augmentation the uninterrupted run would see
         print(f"resuming {run_dir} after epoch {initial_epoch} of {trainer.epochs}")
 
@@ -84,12 +89,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model = inference_model(model)  # without auxiliary training heads
         model.save(run_dir / "model.keras")
         metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size)
-        if export.enabled:
-            export_and_verify(model, task, metadata, bundle.test.images[:export.num_images], export, tracker)
-        if tracking.register:
+        if export.enabled and chief:
+            export_and_verify(model, task, metadata, bundle.test.images[:export.num_images],
+                              export_tolerance(export, trainer.precision), tracker)
+        if tracking is not None and tracking.register:
             tracker.register_model(model, f"{cfg.task.name}-{cfg.model.name}")
     print_metrics(task, metrics)
     return metrics
+
+
+def make_loaders(bundle, targets, trainer: TrainerSettings, augmenter) -> tuple[BatchLoader, BatchLoader]:
+    """Shuffled, augmented training batches and plain validation batches."""
+    common = dict(batch_size=trainer.batch_size, workers=trainer.workers, use_multiprocessing=trainer.multiprocessing,
+                  max_queue_size=trainer.prefetch)
+    return (BatchLoader(bundle.train, targets, augmenter=augmenter, shuffle=True, seed=trainer.seed, **common),
+            BatchLoader(bundle.val, targets, **common))
 
 
 def log_run_description(cfg: DictConfig, model, bundle, tracker) -> None:
@@ -114,6 +128,9 @@ EXPERIMENT_SECTIONS = ("task.", "model.", "data.", "augment.", "trainer.", "prof
 RESUMABLE_KEYS = ("trainer.epochs", "trainer.workers", "trainer.multiprocessing", "trainer.prefetch")
 RUN_CONFIG = "config.yaml"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# A mixed-precision model computes in 16 bits, and the SavedModel's kernels round differently from
+# the in-memory model's: outputs agree to about 1e-3 (float16) or 1e-2 (bfloat16), not 1e-4.
+MIXED_PRECISION_ATOL = {"mixed_float16": 5e-3, "mixed_bfloat16": 3e-2}
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 
 
@@ -157,3 +174,11 @@ def jit_compile(value: str) -> bool | str:
     if str(value).lower() not in JIT_COMPILE:
         raise UserError(f"trainer.jit_compile must be true, false or auto, received {value!r}")
     return JIT_COMPILE[str(value).lower()]
+
+
+def export_tolerance(export: ExportSettings, precision: str) -> ExportSettings:
+    """The export check's tolerance, widened to what 16-bit arithmetic allows under mixed precision."""
+    atol = max(export.atol, MIXED_PRECISION_ATOL.get(precision, 0.0))
+    if atol != export.atol:
+        print(f"export.atol {export.atol:g} -> {atol:g} for trainer.precision={precision}")
+    return dataclasses.replace(export, atol=atol)
