@@ -279,7 +279,8 @@ def test_summary_settings_errors_name_the_key(overrides, message):
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_registered_model_has_a_complete_report_at_its_paper_size(name):
     meta = MODELS.meta(name)
-    model = inference_model(shapes_only(name, input_shape=meta["paper_input"], num_classes=meta["paper_classes"]))
+    model = inference_model(shapes_only(name, input_shape=meta["paper_input"], num_classes=meta["paper_classes"],
+                                        task=meta["tasks"][0]))
     rows = layer_table(model)
     total = totals(rows)
     assert [row["name"] for row in rows if row["kind"] != "InputLayer"] == \

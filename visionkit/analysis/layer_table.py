@@ -23,6 +23,8 @@ Conventions, stated once:
   whenever the shapes do). Every other layer (batch norm, activations, dropout, padding, Flatten,
   Dense ...) keeps r and j. `receptive_field` and `jump` are a number when equal along every
   axis, else a tuple per axis.
+  SegNet's pooling with indices counts as max pooling, its unpooling as nearest up-sampling
+  (each output comes from one input).
 - Functional and Sequential models used as layers are expanded: their layers appear as
   "outer/inner" rows. Other (subclassed) models and unknown layers are one opaque row with their
   parameter count, 0 MACs and r, j unchanged.
@@ -37,15 +39,17 @@ from typing import Any, Iterable, Sequence
 import keras
 from keras import layers
 
+from visionkit.layers.pooling_indices import MaxPoolingWithArgmax2D, MaxUnpooling2D
+
 CONVOLUTIONS = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
 DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
 SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
 TRANSPOSED = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
-POOLING = (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D,
+POOLING = (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D, MaxPoolingWithArgmax2D,
            layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D)
 GLOBAL_POOLING = (layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.GlobalMaxPooling3D,
                   layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D, layers.GlobalAveragePooling3D)
-UPSAMPLING = (layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D)
+UPSAMPLING = (layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D, MaxUnpooling2D)  # unpooling: nearest
 ZERO_PADDING = (layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D)
 
 # A receptive field: (r, j) per spatial axis.

@@ -2,6 +2,8 @@
 backends) and is registered as Keras-serializable, so `.keras` files load with safe_mode=True."""
 
 from visionkit.layers.lrn import LocalResponseNormalization
+from visionkit.layers.pooling_indices import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from visionkit.layers.position_bias import PositionBias
+from visionkit.layers.roi_pooling import ROIPooling
 
-__all__ = ["LocalResponseNormalization", "PositionBias"]
+__all__ = ["LocalResponseNormalization", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "PositionBias", "ROIPooling"]

@@ -1,9 +1,10 @@
 """Data-parallel training on TensorFlow's tf.distribute strategies.
 
 `mirrored`: MirroredStrategy over every local GPU (or, with `cpu_devices=N` on a machine without
-GPUs, over N logical CPU devices — how the strategy is tested without GPUs). `multi_worker`:
-MultiWorkerMirroredStrategy over the workers that TF_CONFIG describes; each worker runs the same
-command, worker 0 (the chief) tracks, saves the final model and exports.
+GPUs, over N logical CPU devices — how the strategy is tested without GPUs). `multi_worker`
+(MultiWorkerMirroredStrategy over the workers in TF_CONFIG) is refused with the reason: Keras 3's
+fit does not run under it. The chief logic (`is_chief`) is ready for when it does: worker 0
+tracks, saves the final model and exports.
 
 The loader's batch is the global batch: the strategy splits it across the replicas and Keras
 aggregates the metrics over all of them.
@@ -45,10 +46,12 @@ def make_strategy(name: str, *, cpu_devices: int = 0):
     import tensorflow as tf
 
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError("trainer.strategy=multi_worker needs TF_CONFIG (the cluster and this worker's task) "
-                            "in the environment")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Keras 3's model.fit fails under MultiWorkerMirroredStrategy ("Attempt to convert a value
+        # (PerReplica...)", keras-team/keras#20585, reproduced with TF 2.21 / Keras 3.15.1 and two
+        # local workers), so the option is refused rather than left to crash mid-run.
+        raise UserError("trainer.strategy=multi_worker: Keras 3's model.fit does not support "
+                        "MultiWorkerMirroredStrategy (keras-team/keras#20585); use trainer.strategy=mirrored "
+                        "on one machine")
     if cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
         configure_cpu_devices(cpu_devices)
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
