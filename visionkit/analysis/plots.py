@@ -47,16 +47,20 @@ def class_colours(count: int) -> np.ndarray:
     """A distinct RGB colour (0..1) per class index; index 0 (background) is black."""
     from matplotlib import colormaps
 
-    colours = colormaps["tab20"](np.arange(max(count - 1, 1)) % 20)[:, :3]
+    palette = colormaps["tab10" if count <= 11 else "tab20"]  # tab10's colours are the most distinct
+    colours = palette(np.arange(max(count - 1, 1)) % palette.N)[:, :3]
     return np.concatenate([np.zeros((1, 3)), colours])[:count]
 
 
-def _colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """RGB picture of a class-index mask; ignored pixels (outside the classes) are white."""
+def _colour_mask(mask: np.ndarray, colours: np.ndarray, transparent_background: bool) -> np.ndarray:
+    """RGBA picture of a class-index mask: opaque class colours, white for ignored pixels (outside
+    the classes) and, when index 0 is the background, a see-through background."""
     mask = np.asarray(mask)
-    picture = np.ones((*mask.shape, 3))
+    picture = np.ones((*mask.shape, 4))
     known = mask < len(colours)
-    picture[known] = colours[mask[known]]
+    picture[known, :3] = colours[mask[known]]
+    if transparent_background:
+        picture[mask == 0, 3] = 0.0
     return picture
 
 
@@ -64,6 +68,7 @@ def overlay_gallery_figure(images: np.ndarray, true_masks: np.ndarray, predicted
                            class_names: list[str], title: str = "") -> Figure:
     """One row per image: the image | the true mask over it | the predicted mask over it."""
     colours = class_colours(len(class_names))
+    transparent_background = class_names[0] == "background"
     rows = len(images)
     fig = Figure(figsize=(7.5, 2.4 * rows + 0.6))
     for row, (image, truth, predicted) in enumerate(zip(images, true_masks, predicted_masks)):
@@ -72,11 +77,12 @@ def overlay_gallery_figure(images: np.ndarray, true_masks: np.ndarray, predicted
             ax = fig.add_subplot(rows, 3, 3 * row + column + 1)
             ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
             if mask is not None:
-                ax.imshow(_colour_mask(mask, colours), alpha=0.55, interpolation="nearest")
+                ax.imshow(_colour_mask(mask, colours, transparent_background), interpolation="nearest")
             ax.set_axis_off()
             if row == 0:
                 ax.set_title(label)
-    handles = [Patch(color=colours[i], label=name) for i, name in enumerate(class_names)]
+    handles = [Patch(color=colours[i], label=name) for i, name in enumerate(class_names)
+               if i or not transparent_background]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 6), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
