@@ -11,16 +11,22 @@ from pipelines import context
 from visionkit.data.loader import BatchLoader
 
 
-def predict_split(model, task, split, batch_size: int) -> np.ndarray:
+def predict_split(model, task, split, batch_size: int, tta: str = "none") -> np.ndarray:
+    """The model's outputs on a split, averaged over test-time augmented views when `tta` (eval.tta) says so."""
+    from visionkit.data.tta import check_tta, predict_tta
+
     loader = BatchLoader(split, task.encode_targets, batch_size=batch_size)
-    return model.predict(loader, verbose=0)
+    if check_tta(tta) == "none":
+        return model.predict(loader, verbose=0)
+    return np.concatenate([predict_tta(model.predict_on_batch, images, tta) for images, _ in loader])
 
 
-def evaluate_and_log(model, task, bundle, tracker, *, batch_size: int, prefix: str = "test") -> dict[str, float]:
+def evaluate_and_log(model, task, bundle, tracker, *, batch_size: int, prefix: str = "test",
+                     tta: str = "none") -> dict[str, float]:
     """Task metrics (numpy, on the whole split) logged as <prefix>_*; pictures under plots/."""
     split = getattr(bundle, prefix)
     y_true = task.encode_targets([split.sample(i) for i in range(len(split))])
-    y_pred = predict_split(model, task, split, batch_size)
+    y_pred = predict_split(model, task, split, batch_size, tta)
     metrics = {f"{prefix}_{k}": v for k, v in task.evaluate(y_true, y_pred, bundle).items()}
     tracker.log_metrics(metrics)
     plots = context.output_dir() / "plots"
@@ -49,6 +55,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     identity = context.run_identity(cfg)
     with tracker.run(**identity):
         tracker.log_params({"checkpoint": str(checkpoint.model_path)})
-        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size)
+        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=cfg.eval.tta)
     print_metrics(task, metrics)
     return metrics

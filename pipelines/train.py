@@ -17,6 +17,7 @@ from pipelines.settings import ExportSettings, TrainerSettings, positive, typed
 from visionkit.analysis import format_table, layer_table, totals
 from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
+from visionkit.data.tta import check_tta
 from visionkit.errors import UserError
 from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
@@ -37,8 +38,9 @@ def model_summary(model: keras.Model) -> str:
 def run(cfg: DictConfig) -> dict[str, float]:
     trainer = typed(cfg.trainer, TrainerSettings, "trainer")
     export = export_settings(cfg)
-    for key in ("epochs", "batch_size", "workers"):
+    for key in ("epochs", "batch_size", "workers", "prefetch"):
         positive(getattr(trainer, key), f"trainer.{key}")
+    check_tta(cfg.eval.tta)  # before training, not after it
     run_dir = context.output_dir()
     checkpoints = run_dir / "checkpoints"
     state = resume_state(cfg, checkpoints) if cfg.get("resume") else start_state(cfg, checkpoints)
@@ -47,8 +49,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     keras.utils.set_random_seed(trainer.seed)
     task = context.load_task(cfg)
     bundle = context.load_data(cfg, task)
-    with context.as_user_error("augment"):
-        augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
     chief = is_chief()
     tracker, tracking = context.make_tracker(cfg) if chief else (NullTracker(), None)
     if strategy is not None:
@@ -57,12 +57,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     with strategy_scope(strategy):
         model = context.build_model(cfg, task, bundle)
-    train_data, val_data = make_loaders(bundle, training_targets(task.encode_targets, model), trainer, augmenter)
-    with strategy_scope(strategy), context.as_user_error("trainer"):
-        compile_model(model, task, TrainSettings(
-            epochs=trainer.epochs, learning_rate=trainer.learning_rate, optimizer=trainer.optimizer,
-            schedule=trainer.schedule, warmup_epochs=trainer.warmup_epochs, weight_decay=trainer.weight_decay,
-            momentum=trainer.momentum, jit_compile=jit_compile(trainer.jit_compile)), steps_per_epoch=len(train_data))
+    train_data, val_data = training_loaders(cfg, trainer, task, bundle, model)
+    with strategy_scope(strategy):
+        compile_for_training(model, task, trainer, steps_per_epoch=len(train_data))
     initial_epoch = state.get("epochs_completed", 0)
     if initial_epoch:
         with strategy_scope(strategy):
@@ -88,7 +85,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.load_weights(checkpoints / BEST)  # the model we report and ship is the best one
         model = inference_model(model)  # without auxiliary training heads
         model.save(run_dir / "model.keras")
-        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size)
+        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=cfg.eval.tta)
         if export.enabled and chief:
             export_and_verify(model, task, metadata, bundle.test.images[:export.num_images],
                               export_tolerance(export, trainer.precision), tracker)
@@ -98,12 +95,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def make_loaders(bundle, targets, trainer: TrainerSettings, augmenter) -> tuple[BatchLoader, BatchLoader]:
-    """Shuffled, augmented training batches and plain validation batches."""
+def training_loaders(cfg: DictConfig, trainer: TrainerSettings, task, bundle, model) -> tuple[BatchLoader, BatchLoader]:
+    """Shuffled, augmented training batches and plain validation batches (also what mode=benchmark times)."""
+    with context.as_user_error("augment"):
+        augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
+    targets = training_targets(task.encode_targets, model)
     common = dict(batch_size=trainer.batch_size, workers=trainer.workers, use_multiprocessing=trainer.multiprocessing,
                   max_queue_size=trainer.prefetch)
     return (BatchLoader(bundle.train, targets, augmenter=augmenter, shuffle=True, seed=trainer.seed, **common),
             BatchLoader(bundle.val, targets, **common))
+
+
+def compile_for_training(model, task, trainer: TrainerSettings, steps_per_epoch: int) -> None:
+    """Optimizer, schedule, loss, metrics and XLA setting of the trainer section."""
+    with context.as_user_error("trainer"):
+        compile_model(model, task, TrainSettings(
+            epochs=trainer.epochs, learning_rate=trainer.learning_rate, optimizer=trainer.optimizer,
+            schedule=trainer.schedule, warmup_epochs=trainer.warmup_epochs, weight_decay=trainer.weight_decay,
+            momentum=trainer.momentum, jit_compile=jit_compile(trainer.jit_compile)), steps_per_epoch=steps_per_epoch)
 
 
 def log_run_description(cfg: DictConfig, model, bundle, tracker) -> None:

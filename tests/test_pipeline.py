@@ -6,7 +6,6 @@ import re
 
 import cv2
 import keras
-import numpy as np
 import pytest
 
 TINY = ("trainer.epochs=1", "data.limit=48", "export.num_images=4", "tracking.system_metrics_interval=1")
@@ -93,9 +92,11 @@ def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipelin
 
 @pytest.mark.parametrize("overrides, message", [
     (["model=lenet"], "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: alexnet, allconv, "),
-    (["task=detection"], "error: unknown task option 'detection'; available: classification, regression"),
+    (["task=detections"], "error: unknown task option 'detections' (did you mean 'detection'?); available: "
+                          "classification, detection, regression, segmentation"),
     (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
-    (["mode=trian"], "error: unknown mode 'trian' (did you mean 'train'?); available: evaluate, export, predict, summary, train"),
+    (["mode=trian"], "error: unknown mode 'trian' (did you mean 'train'?); available: benchmark, compare, evaluate, "
+                      "export, predict, preview, summary, train, verify"),
     (["-m", "model=lenet5,resnet81"], "error: unknown model option 'resnet81' (did you mean 'resnet18'?)"),
     (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
     (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
@@ -121,7 +122,8 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message
 
 def test_help_lists_the_config_groups(pipeline):
     done = pipeline("--help")
-    for group in ("task: classification, regression", "data: digits, shapes", "augment:", "trainer: default",
+    for group in ("task: classification, detection, regression, segmentation",
+                  "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, yolo", "augment:", "trainer: default",
                   "tracking: mlflow, none"):
         assert group in done.stdout
     models = next(line for line in done.stdout.splitlines() if line.strip().startswith("model:"))

@@ -1,32 +1,60 @@
 """Albumentations pipelines declared as data: a list of {name: <transform class>, <its arguments>}.
 
-Augmentation is seeded per batch, so a run is reproducible whatever the number of loader workers.
+A sample's `mask` (class indices) and `boxes` (pixel xyxy, with their `classes`) go through the same
+geometric transforms as its `image`: masks with nearest-neighbour interpolation and IGNORE_INDEX
+where a transform creates new border pixels, boxes clipped to the image and dropped when too little
+of them stays visible. Augmentation is seeded per batch, so a run is reproducible whatever the
+number of loader workers.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import warnings
 from typing import Any, Iterable, Mapping
 
 import albumentations as A
+import cv2
 import numpy as np
 
+from visionkit.data.transforms import TRANSFORMS
 from visionkit.errors import UserError
 from visionkit.registry import unknown_name_message
 
+IGNORE_INDEX = 255  # mask value of pixels without a label: the loss skips them
+# Image size the specs are checked with before the first sample arrives (it fills `size: null`).
+CHECK_SIZE = (64, 64)
+BASE_CLASSES = {A.BasicTransform, A.DualTransform, A.ImageOnlyTransform, A.Transform3D}  # not transforms themselves
 
-def _transform(spec: Mapping[str, Any], position: int) -> A.BasicTransform:
+
+def _is_transform(found: Any) -> bool:
+    return isinstance(found, type) and issubclass(found, A.BasicTransform) and found not in BASE_CLASSES
+
+
+def _transform_class(name: Any, where: str) -> type:
+    if isinstance(name, str):
+        found = TRANSFORMS.get(name) if name in TRANSFORMS else getattr(A, name, None)
+        if _is_transform(found):
+            return found
+    choices = [*TRANSFORMS.names(), *(n for n in dir(A) if _is_transform(getattr(A, n)))]
+    raise UserError(f"{where}: " + unknown_name_message("Albumentations transform", name, choices))
+
+
+def _transform(spec: Mapping[str, Any], position: int, image_size: tuple[int, int]) -> A.BasicTransform:
     spec = dict(spec)
     name = spec.pop("name", None)
     where = f"augment.transforms[{position}]"
-    if not isinstance(name, str) or not isinstance(getattr(A, name, None), type):
-        choices = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
-        raise UserError(f"{where}: " + unknown_name_message("Albumentations transform", name, choices))
+    cls = _transform_class(name, where)
+    if "size" in spec and spec["size"] is None:  # `size: null`: the image's own size, e.g. crop and resize back
+        spec["size"] = image_size
+    parameters = inspect.signature(cls.__init__).parameters
+    if "fill_mask" not in spec and {"fill_mask", "border_mode"} <= parameters.keys():
+        spec["fill_mask"] = IGNORE_INDEX  # pixels moved in from outside the image have no label
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            transform = getattr(A, name)(**spec)
+            transform = cls(**spec)
     except Exception as error:  # pydantic and TypeError messages name the bad argument
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{where} ({name}): {first_line}") from None
@@ -37,32 +65,89 @@ def _transform(spec: Mapping[str, Any], position: int) -> A.BasicTransform:
     return transform
 
 
-class Augmenter:
-    """Applies a Compose to samples. Each thread gets its own copy, reseeded for every batch."""
+def _size(image: np.ndarray) -> str:
+    return "x".join(str(d) for d in image.shape)
 
-    def __init__(self, transforms: Iterable[Mapping[str, Any]], seed: int = 0):
+
+def _apply(compose: A.Compose, sample: dict[str, Any]) -> dict[str, Any]:
+    inputs = {"image": sample["image"]}
+    if "mask" in sample:
+        inputs["mask"] = sample["mask"]
+    if "boxes" in sample:
+        inputs["bboxes"] = np.asarray(sample["boxes"], np.float32).reshape(-1, 4)
+        inputs["classes"] = np.asarray(sample["classes"], np.int64).reshape(-1)
+    result = compose(**inputs)
+    if result["image"].shape != sample["image"].shape:  # a batch needs one image size, and the model was built for it
+        raise UserError(f"augment: the transforms turned a {_size(sample['image'])} image into "
+                        f"{_size(result['image'])} (e.g. RandomRotate90 on a non-square image); follow them with a "
+                        f"resize back to the input size, e.g. {{name: RandomResizedCrop, size: null}}")
+    augmented = {**sample, "image": result["image"]}
+    if "mask" in sample:
+        augmented["mask"] = result["mask"].astype(np.uint8, copy=False)
+    if "boxes" in sample:  # kept boxes only; [0, 4] when every box left the image
+        augmented["boxes"] = np.asarray(result["bboxes"], np.float32).reshape(-1, 4)
+        augmented["classes"] = np.asarray(result["classes"], np.int64).reshape(-1)
+    return augmented
+
+
+class Augmenter:
+    """Applies the transforms to samples. Each thread gets its own Composes, reseeded for every batch.
+
+    min_visibility: a transformed box is kept when at least this share of its area is still in the image.
+    min_area: ... and when its area in pixels is at least this.
+    """
+
+    def __init__(self, transforms: Iterable[Mapping[str, Any]], seed: int = 0, *, min_visibility: float = 0.0,
+                 min_area: float = 0.0):
+        if not 0.0 <= min_visibility <= 1.0:
+            raise UserError(f"augment.min_visibility must be between 0 and 1, received {min_visibility!r}")
+        if min_area < 0:
+            raise UserError(f"augment.min_area must be at least 0, received {min_area!r}")
         self.specs = [dict(t) for t in transforms]
         self.seed = seed
-        self._compose()  # fail early on a bad spec
+        self.min_visibility = min_visibility
+        self.min_area = min_area
+        self._compose(CHECK_SIZE, with_boxes=True)  # fail early on a bad spec
         self._local = threading.local()
 
-    def _compose(self) -> A.Compose:
-        return A.Compose([_transform(spec, i) for i, spec in enumerate(self.specs)])
+    def _compose(self, image_size: tuple[int, int], with_boxes: bool) -> A.Compose:
+        boxes = A.BboxParams(format="pascal_voc", label_fields=["classes"], min_visibility=self.min_visibility,
+                             min_area=self.min_area, clip=True, filter_invalid_bboxes=True) if with_boxes else None
+        transforms = [_transform(spec, i, image_size) for i, spec in enumerate(self.specs)]
+        with warnings.catch_warnings():  # colour-only lists leave boxes alone, as they should
+            warnings.filterwarnings("ignore", "Got processor for bboxes, but no transform to process it")
+            # Class indices must never be blended: nearest neighbour for every mask, whatever a spec says.
+            return A.Compose(transforms, bbox_params=boxes, mask_interpolation=cv2.INTER_NEAREST)
+
+    def _thread_compose(self, key: tuple[tuple[int, int], bool]) -> A.Compose:
+        composes = self._local.__dict__.setdefault("composes", {})
+        if key not in composes:
+            composes[key] = self._compose(*key)
+        return composes[key]
 
     def __call__(self, samples: list[dict[str, Any]], *, epoch: int, batch: int) -> list[dict[str, Any]]:
-        compose = getattr(self._local, "compose", None)
-        if compose is None:
-            compose = self._local.compose = self._compose()
-        compose.set_random_seed(int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1)[0]))
-        return [{**sample, "image": compose(image=sample["image"])["image"]} for sample in samples]
+        seed = int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1)[0])
+        seeded, augmented = set(), []
+        for sample in samples:
+            key = (tuple(sample["image"].shape[:2]), "boxes" in sample)
+            compose = self._thread_compose(key)
+            if key not in seeded:
+                compose.set_random_seed(seed)
+                seeded.add(key)
+            augmented.append(_apply(compose, sample))
+        return augmented
 
-    def __getstate__(self):  # worker processes build their own thread-local copies
-        return {"specs": self.specs, "seed": self.seed}
+    def __getstate__(self):  # worker processes build their own thread-local Composes
+        return {"specs": self.specs, "seed": self.seed, "min_visibility": self.min_visibility,
+                "min_area": self.min_area}
 
     def __setstate__(self, state):
-        self.__init__(state["specs"], state["seed"])
+        self.__init__(state.pop("specs"), **state)
 
 
-def build_augmenter(transforms: Iterable[Mapping[str, Any]] | None, seed: int = 0) -> Augmenter | None:
+def build_augmenter(transforms: Iterable[Mapping[str, Any]] | None, seed: int = 0, *, min_visibility: float = 0.0,
+                    min_area: float = 0.0) -> Augmenter | None:
+    """The Augmenter of an `augment` config section (`build_augmenter(**section, seed=...)`); None
+    when it has no transforms."""
     transforms = list(transforms or [])
-    return Augmenter(transforms, seed) if transforms else None
+    return Augmenter(transforms, seed, min_visibility=min_visibility, min_area=min_area) if transforms else None

@@ -23,14 +23,13 @@ class BatchLoader(keras.utils.PyDataset):
     """Yields (uint8 images [B,H,W,C], encoded targets) batches from a Split.
 
     Shuffles each epoch with a seeded order; augmentation (training only) is seeded per batch, so
-    the batches are the same whatever the number and kind of workers. A resumed run passes the
-    epoch it starts at as `start_epoch`, and gets the batches the uninterrupted run would have seen.
+    the batches are the same whatever the number and kind of workers. A resumed run calls
+    start_at_epoch and gets the batches the uninterrupted run would have seen.
     """
 
     def __init__(self, split: Split, encode_targets: Callable[[list[dict[str, Any]]], np.ndarray], *,
                  batch_size: int, augmenter: Augmenter | None = None, shuffle: bool = False, seed: int = 0,
-                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10,
-                 start_epoch: int = 0):
+                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, received {batch_size}")
@@ -42,7 +41,7 @@ class BatchLoader(keras.utils.PyDataset):
         self.augmenter = augmenter
         self.shuffle = shuffle
         self.seed = seed
-        self.epoch = start_epoch
+        self.epoch = 0
         self.order = self._order()
         # The workers are the parallelism: OpenCV's own thread pool in each of them would oversubscribe
         # the cores. Threads share this process's OpenCV; each worker process limits its own.

@@ -6,6 +6,7 @@ directory, writes to the same place.
 
 from __future__ import annotations
 
+import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,20 @@ import keras
 from visionkit.models.common import MAIN_OUTPUT
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
+LOCKED_RETRIES = 8  # waits from 0.1-0.2 s, doubling: 13-25 s in all before the error is raised
+
+
+def retry_when_locked(call, *args, **kwargs):
+    """`call(*args, **kwargs)`, retried with exponential backoff (and jitter, so that waiting jobs do not
+    retry in step) while SQLite answers "database is locked": parallel multirun jobs share one store,
+    and SQLite lets one writer in at a time, each waiting only a few seconds before giving up."""
+    for attempt in range(LOCKED_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if "database is locked" not in str(error) or attempt == LOCKED_RETRIES - 1:
+                raise
+            time.sleep(0.1 * 2**attempt * (1 + random.random()))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -93,10 +108,10 @@ class MlflowTracker:
             run_id: str | None = None) -> Iterator["MlflowTracker"]:
         """A new run, or the run `run_id` continued (a resumed training)."""
         if run_id:
-            started = self.mlflow.start_run(run_id=run_id, log_system_metrics=self.system_metrics)
+            started = retry_when_locked(self.mlflow.start_run, run_id=run_id, log_system_metrics=self.system_metrics)
         else:
-            started = self.mlflow.start_run(experiment_id=self.experiment_id(experiment), run_name=run_name,
-                                            tags=dict(tags), log_system_metrics=self.system_metrics)
+            started = retry_when_locked(self.mlflow.start_run, experiment_id=self.experiment_id(experiment),
+                                        run_name=run_name, tags=dict(tags), log_system_metrics=self.system_metrics)
         with started:
             yield self
 
@@ -106,16 +121,16 @@ class MlflowTracker:
         return active.info.run_id if active else None
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        retry_when_locked(self.mlflow.set_tags, {k: str(v) for k, v in tags.items()})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         values = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
         items = list(values.items())
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
-            self.mlflow.log_params(dict(items[start:start + 100]))
+            retry_when_locked(self.mlflow.log_params, dict(items[start:start + 100]))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        retry_when_locked(self.mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_figure(self, figure, artifact_file: str) -> None:
         self.mlflow.log_figure(figure, artifact_file)

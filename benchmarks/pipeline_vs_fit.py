@@ -1,0 +1,130 @@
+"""Does the pipeline cost training speed? Its training throughput against a plain, hand-written Keras
+model.fit of the same model, data and batch size, measured in one run.
+
+    .venv/bin/python benchmarks/pipeline_vs_fit.py                                   # lenet5 on digits
+    .venv/bin/python benchmarks/pipeline_vs_fit.py model=resnet18 model.width=0.25 data=shapes data.num_images=1000
+
+- pipeline: the BatchLoader (augment=none, the configured workers), compile_model (optimizer, schedule,
+  loss, metrics of the task) and model.fit on the loader, as pipelines/train.py wires them, without the
+  checkpoint and tracking callbacks;
+- plain: the same network (same builder, same initial weights) compiled by hand with Adam, the task's
+  loss and metrics, and model.fit on the training images and encoded targets as numpy arrays.
+
+Each round fits both for --epochs epochs, who goes first alternating; an epoch's images/s counts only epochs after
+each fit's first (input-pipeline set-up; tracing in the first fit). Machine load changes hit both sides
+of a round, so the ratio printed is the median of the rounds' ratios; the ratio of CPU time per image
+(this process, all threads) is printed too, as it is less disturbed by other work on a shared machine.
+Target: at least 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+
+from pipelines import context  # noqa: E402
+from pipelines.train import compile_for_training, training_loaders  # noqa: E402  (mode=train's wiring)
+from pipelines.run import CONF_DIR  # noqa: E402  (also registers the config resolvers)
+from pipelines.settings import TrainerSettings, typed  # noqa: E402
+
+
+class EpochRates(keras.callbacks.Callback):
+    """Images/s of every epoch of a fit but its first, and the CPU time of this process per image (all
+    its threads: less disturbed than the wall clock by other work on a shared machine)."""
+
+    def __init__(self, images_per_epoch: int):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.rates: list[float] = []
+        self.cpu_per_image: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch > 0:
+            self.rates.append(self.images_per_epoch / (time.perf_counter() - self.start))
+            self.cpu_per_image.append((time.process_time() - self.cpu_start) / self.images_per_epoch)
+
+
+def load_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["augment=none", *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # the CPU/GPU profile keeps the keys given on the command line
+    context.apply_profile(cfg)
+    return cfg
+
+
+def pipeline_side(cfg, trainer: TrainerSettings, task, bundle):
+    """(model, fit arguments) as pipelines/train.py wires them."""
+    model = context.build_model(cfg, task, bundle)
+    loader, _ = training_loaders(cfg, trainer, task, bundle, model)
+    compile_for_training(model, task, trainer, steps_per_epoch=len(loader))
+    return model, {"x": loader}
+
+
+def plain_side(cfg, trainer: TrainerSettings, task, bundle):
+    """(model, fit arguments): the same network compiled by hand, numpy arrays in memory."""
+    model = context.build_model(cfg, task, bundle)
+    model.compile(optimizer=keras.optimizers.Adam(trainer.learning_rate), loss=task.loss(),
+                  metrics=task.metrics(model.output_shape[-1]))
+    train = bundle.train
+    targets = task.encode_targets([train.sample(i) for i in range(len(train))])
+    return model, {"x": np.ascontiguousarray(train.images), "y": targets, "batch_size": trainer.batch_size,
+                   "shuffle": True}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10, help="alternations of plain and pipeline fits")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per fit (the first one is not timed)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=resnet18 data=shapes")
+    args = parser.parse_args()
+
+    cfg = load_config(args.overrides)
+    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
+    task = context.load_task(cfg)
+    bundle = context.load_data(cfg, task)
+    sides = {}
+    for name, build in (("plain", plain_side), ("pipeline", pipeline_side)):
+        keras.utils.set_random_seed(trainer.seed)  # the same initial weights on both sides
+        sides[name] = (*build(cfg, trainer, task, bundle), EpochRates(len(bundle.train)))
+    print(f"{cfg.model.name} on {cfg.data.name}: {len(bundle.train)} training images of "
+          f"{'x'.join(map(str, bundle.image_shape))}, batch {trainer.batch_size}, {trainer.workers} loader worker(s), "
+          f"keras {keras.backend.backend()}, {os.cpu_count()} CPUs")
+
+    ratios = []
+    for round_index in range(args.rounds):
+        order = list(sides.values())
+        for model, fit_args, timer in order[::-1] if round_index % 2 else order:  # who goes first alternates
+            model.fit(**fit_args, epochs=args.epochs, verbose=0, callbacks=[timer])
+        latest = {name: statistics.median(timer.rates[-(args.epochs - 1):]) for name, (_, _, timer) in sides.items()}
+        ratios.append(latest["pipeline"] / latest["plain"])
+    timed = len(sides["plain"][2].rates)
+    timers = {name: timer for name, (_, _, timer) in sides.items()}
+    cpu = {name: statistics.median(timer.cpu_per_image) for name, timer in timers.items()}
+    print(f"training (median of {timed} epochs each, {args.rounds} rounds of {args.epochs}-epoch fits): "
+          f"images/s, CPU ms per 1000 images")
+    print(f"  plain model.fit on numpy arrays       {statistics.median(timers['plain'].rates):10,.0f} "
+          f"{cpu['plain'] * 1e6:8.0f}")
+    print(f"  pipeline: BatchLoader + compile_model {statistics.median(timers['pipeline'].rates):10,.0f} "
+          f"{cpu['pipeline'] * 1e6:8.0f}")
+    print(f"  ratio pipeline / plain: {statistics.median(ratios):.3f} images/s (median of the rounds: "
+          f"{' '.join(f'{r:.2f}' for r in ratios)}; target >= 0.95); {cpu['plain'] / cpu['pipeline']:.3f} "
+          f"by CPU time per image")
+
+
+if __name__ == "__main__":
+    main()
