@@ -226,8 +226,9 @@ def test_coco_boxes_masks_crowd_and_unknown_categories(tmp_path):
 
 # ---- masks ----
 
-def test_masks_palette_out_of_range_mismatch_and_missing(tmp_path):
-    root = tmp_path / "data"
+def masks_fixture(root: Path) -> Path:
+    """train (a-d), val (e) and test (f) images; palette masks for a, e, f; for b a mask with values
+    beyond the classes, for c a mask of the wrong size, none for d."""
     (root / "classes.txt").parent.mkdir(parents=True)
     (root / "classes.txt").write_text("background\nroad\ncar\n")
     good = np.zeros((12, 16), np.uint8)
@@ -243,6 +244,13 @@ def test_masks_palette_out_of_range_mismatch_and_missing(tmp_path):
     wild[0, 1:4] = 7
     save(root / "train" / "masks" / "b.png", wild)
     save(root / "train" / "masks" / "c.png", good[:10])  # 16x10 for a 16x12 image
+    return root
+
+
+def test_masks_palette_out_of_range_mismatch_and_missing(tmp_path):
+    root = masks_fixture(tmp_path / "data")
+    good = np.zeros((12, 16), np.uint8)
+    good[2:6, 3:9], good[7:11, 10:15], good[0, 0] = 1, 2, 255
     before = snapshot(root)
     bundle = load("masks", task="segmentation", path=str(root), image_size=[6, 8])
     assert bundle.class_names == ["road", "car"] and bundle.mask_names == ["background", "road", "car"]
@@ -306,9 +314,9 @@ def test_yolo_boxes_in_pixels_and_bad_label_lines(tmp_path):
 
 def test_tfds_reads_a_mocked_dataset_offline(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=100):
+    with tfds.testing.mock_data(num_examples=100):  # download=true goes through the mock: no network
         bundle = load("tfds", task="classification", name_in_tfds="mnist", image_size=12, channels=3,
-                      data_dir=str(tmp_path / "tfds"))
+                      data_dir=str(tmp_path / "tfds"), download=True)
     assert bundle.class_names == [str(d) for d in range(10)] and bundle.image_shape == (12, 12, 3)
     assert [len(s) for s in bundle.splits().values()] == [85, 15, 100]  # val carved from train
     assert nonzero(bundle.verification) == {"verify_images": 200, "verify_kept": 200, "verify_converted_grayscale": 200}

@@ -23,7 +23,7 @@ from visionkit.registry import DATASETS
 @DATASETS.register("tfds", tasks=("classification",))
 def tfds(*, name_in_tfds: str = "mnist", image_key: str = "image", label_key: str = "label",
          train_split: str = "train", val_split: str = "", test_split: str = "test", data_dir: str = "",
-         download: bool = True, image_size: int | Sequence[int] = (32, 32), channels: int = 3,
+         download: bool = False, image_size: int | Sequence[int] = (32, 32), channels: int = 3,
          val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
     """An empty val_split or test_split is carved from train by its fraction, stratified by class."""
     import tensorflow_datasets as tensorflow_datasets  # heavy; only for users of this source
