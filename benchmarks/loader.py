@@ -39,6 +39,7 @@ from pipelines.settings import TrainerSettings, typed  # noqa: E402
 from visionkit.data.augment import build_augmenter  # noqa: E402
 from visionkit.data.loader import BatchLoader  # noqa: E402
 from visionkit.training.fit import TrainSettings, compile_model, training_targets  # noqa: E402
+from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
 
 TASK_NEEDS = {"classification": (), "segmentation": ("visionkit/tasks/segmentation.py", "visionkit/models/unet.py")}
 
@@ -49,24 +50,6 @@ def load_config(task: str, overrides: list[str]):
     HydraConfig.instance().set_config(cfg)  # the profile keeps the keys given on the command line
     context.apply_profile(cfg)
     return cfg
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Images/s of each epoch but the first, and the CPU time this process spent per image."""
-
-    def __init__(self, images_per_epoch: int):
-        super().__init__()
-        self.images_per_epoch = images_per_epoch
-        self.rates: list[float] = []
-        self.cpu_per_image: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch > 0:  # the first epoch builds the input pipeline (and, in the first fit, traces the step)
-            self.rates.append(self.images_per_epoch / (time.perf_counter() - self.start))
-            self.cpu_per_image.append((time.process_time() - self.cpu_start) / self.images_per_epoch)
 
 
 def loader_rate(loader: BatchLoader, epochs: int) -> tuple[float, float]:
@@ -126,7 +109,7 @@ def main() -> None:
                                              optimizer=trainer.optimizer), steps_per_epoch=len(loader))
     images = np.ascontiguousarray(train.images)
     encoded = targets([train.sample(i) for i in range(len(train))])
-    arrays, augmented, ratios = EpochTimer(len(train)), EpochTimer(len(train)), []
+    arrays, augmented, ratios = EpochRates(len(train)), EpochRates(len(train)), []
     for _ in range(args.rounds):
         model.fit(images, encoded, batch_size=trainer.batch_size, epochs=args.epochs, shuffle=True, verbose=0,
                   callbacks=[arrays])

@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,25 +37,7 @@ from pipelines import context  # noqa: E402
 from pipelines.train import compile_for_training, training_loaders  # noqa: E402  (mode=train's wiring)
 from pipelines.run import CONF_DIR  # noqa: E402  (also registers the config resolvers)
 from pipelines.settings import TrainerSettings, typed  # noqa: E402
-
-
-class EpochRates(keras.callbacks.Callback):
-    """Images/s of every epoch of a fit but its first, and the CPU time of this process per image (all
-    its threads: less disturbed than the wall clock by other work on a shared machine)."""
-
-    def __init__(self, images_per_epoch: int):
-        super().__init__()
-        self.images_per_epoch = images_per_epoch
-        self.rates: list[float] = []
-        self.cpu_per_image: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch > 0:
-            self.rates.append(self.images_per_epoch / (time.perf_counter() - self.start))
-            self.cpu_per_image.append((time.process_time() - self.cpu_start) / self.images_per_epoch)
+from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
 
 
 def load_config(overrides: list[str]):
