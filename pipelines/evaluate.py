@@ -38,6 +38,17 @@ def evaluate_and_log(model, task, bundle, tracker, *, batch_size: int, prefix: s
     return metrics
 
 
+def checked_tta(cfg: DictConfig, task) -> str:
+    """eval.tta, checked before any work: a known mode, for a task whose outputs can be averaged."""
+    from visionkit.data.tta import check_tta
+    from visionkit.errors import UserError
+
+    tta = check_tta(cfg.eval.tta)
+    if tta != "none" and not task.averages_views:
+        raise UserError(f"eval.tta={tta} is not available for task {task.name}")
+    return tta
+
+
 def print_metrics(task, metrics: dict[str, float], prefix: str = "test") -> None:
     print("  ".join(f"{prefix}_{k}={metrics[f'{prefix}_{k}']:.4f}" for k in task.headline_metrics))
 
@@ -48,6 +59,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     checkpoint = context.resolve_checkpoint(cfg)
     context.check_checkpoint_matches(cfg, checkpoint)
     task = context.load_task(cfg)
+    tta = checked_tta(cfg, task)
     bundle = context.load_data(cfg, task)
     model = context.load_checkpoint_model(checkpoint)
     tracker, _ = context.make_tracker(cfg)
@@ -55,6 +67,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     identity = context.run_identity(cfg)
     with tracker.run(**identity):
         tracker.log_params({"checkpoint": str(checkpoint.model_path)})
-        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=cfg.eval.tta)
+        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=tta)
     print_metrics(task, metrics)
     return metrics

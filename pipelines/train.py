@@ -11,13 +11,12 @@ import keras
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines import context
-from pipelines.evaluate import evaluate_and_log, print_metrics
+from pipelines.evaluate import checked_tta, evaluate_and_log, print_metrics
 from pipelines.export import export_and_verify, export_settings
 from pipelines.settings import ExportSettings, TrainerSettings, positive, typed
 from visionkit.analysis import format_table, layer_table, totals
 from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
-from visionkit.data.tta import check_tta
 from visionkit.errors import UserError
 from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
@@ -40,7 +39,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     export = export_settings(cfg)
     for key in ("epochs", "batch_size", "workers", "prefetch"):
         positive(getattr(trainer, key), f"trainer.{key}")
-    check_tta(cfg.eval.tta)  # before training, not after it
     run_dir = context.output_dir()
     checkpoints = run_dir / "checkpoints"
     state = resume_state(cfg, checkpoints) if cfg.get("resume") else start_state(cfg, checkpoints)
@@ -48,6 +46,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     set_precision(trainer.precision)
     keras.utils.set_random_seed(trainer.seed)
     task = context.load_task(cfg)
+    tta = checked_tta(cfg, task)  # before training, not after it
     bundle = context.load_data(cfg, task)
     chief = is_chief()
     tracker, tracking = context.make_tracker(cfg) if chief else (NullTracker(), None)
@@ -77,15 +76,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
             tracker.set_tags({"resumed_after_epoch": initial_epoch, "resumed_trainer.epochs": trainer.epochs})
         else:
             log_run_description(cfg, model, bundle, tracker)
-        monitor = monitored_metric(task.monitor, model)
-        callbacks = checkpoint_callbacks(checkpoints, monitor, trainer.early_stopping or None, task.monitor_mode,
-                                         best=state.get("best"), extra_state={"run_id": tracker.run_id})
-        callbacks += [tracker.keras_callback(), *task.training_callbacks(bundle, tracker.log_figure)]
+        # The task's callbacks come first: they may add epoch metrics (detection's val_map50) that the
+        # checkpoints monitor and the tracker logs.
+        callbacks = task.training_callbacks(bundle, tracker.log_figure)
+        callbacks += checkpoint_callbacks(checkpoints, monitored_metric(task.monitor, model),
+                                          trainer.early_stopping or None, task.monitor_mode,
+                                          best=state.get("best"), extra_state={"run_id": tracker.run_id})
+        callbacks.append(tracker.keras_callback())
         fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=callbacks, initial_epoch=initial_epoch)
         model.load_weights(checkpoints / BEST)  # the model we report and ship is the best one
         model = inference_model(model)  # without auxiliary training heads
         model.save(run_dir / "model.keras")
-        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=cfg.eval.tta)
+        metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=tta)
         if export.enabled and chief:
             export_and_verify(model, task, metadata, bundle.test.images[:export.num_images],
                               export_tolerance(export, trainer.precision), tracker)

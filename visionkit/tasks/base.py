@@ -16,6 +16,7 @@ class Task:
     monitor: str = "val_loss"  # the validation metric that picks the best checkpoint
     monitor_mode: str = "min"  # "min" or "max": whether a lower or a higher monitor value is better
     headline_metrics: tuple[str, ...] = ()  # evaluate() keys printed at the end of a run
+    averages_views: bool = True  # whether outputs of augmented views can be averaged (test-time augmentation)
 
     def num_outputs(self, data) -> int:
         raise NotImplementedError
