@@ -20,9 +20,8 @@ from visionkit.data.loader import BatchLoader
 from visionkit.errors import UserError
 from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
-from visionkit.tracking.mlflow_tracker import NullTracker
 from visionkit.training.checkpoints import BEST, read_state, restore_training
-from visionkit.training.distribute import is_chief, make_strategy, strategy_scope
+from visionkit.training.distribute import make_strategy, strategy_scope
 from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
                                     training_targets)
 
@@ -48,11 +47,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     task = context.load_task(cfg)
     tta = checked_tta(cfg, task)  # before training, not after it
     bundle = context.load_data(cfg, task)
-    chief = is_chief()
-    tracker, tracking = context.make_tracker(cfg) if chief else (NullTracker(), None)
+    tracker, tracking = context.make_tracker(cfg)
     if strategy is not None:
-        print(f"trainer.strategy={trainer.strategy}: {strategy.num_replicas_in_sync} replicas, global batch "
-              f"{trainer.batch_size}{'' if chief else ' (a worker: the chief tracks and exports)'}")
+        print(f"trainer.strategy={trainer.strategy}: {strategy.num_replicas_in_sync} replicas, "
+              f"global batch {trainer.batch_size}")
 
     with strategy_scope(strategy):
         model = context.build_model(cfg, task, bundle)
@@ -88,10 +86,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model = inference_model(model)  # without auxiliary training heads
         model.save(run_dir / "model.keras")
         metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=tta)
-        if export.enabled and chief:
+        if export.enabled:
             export_and_verify(model, task, metadata, bundle.test.images[:export.num_images],
                               export_tolerance(export, trainer.precision), tracker)
-        if tracking is not None and tracking.register:
+        if tracking.register:
             tracker.register_model(model, f"{cfg.task.name}-{cfg.model.name}")
     print_metrics(task, metrics)
     return metrics

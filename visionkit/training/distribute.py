@@ -3,8 +3,7 @@
 `mirrored`: MirroredStrategy over every local GPU (or, with `cpu_devices=N` on a machine without
 GPUs, over N logical CPU devices — how the strategy is tested without GPUs). `multi_worker`
 (MultiWorkerMirroredStrategy over the workers in TF_CONFIG) is refused with the reason: Keras 3's
-fit does not run under it. The chief logic (`is_chief`) is ready for when it does: worker 0
-tracks, saves the final model and exports.
+fit does not run under it.
 
 The loader's batch is the global batch: the strategy splits it across the replicas and Keras
 aggregates the metrics over all of them.
@@ -13,8 +12,6 @@ aggregates the metrics over all of them.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 
 import keras
 
@@ -61,13 +58,3 @@ def make_strategy(name: str, *, cpu_devices: int = 0):
 def strategy_scope(strategy):
     """Where variables must be created (model, optimizer, metrics) for `strategy`."""
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
-
-
-def is_chief() -> bool:
-    """Whether this process tracks, saves and exports: the chief of TF_CONFIG's cluster, else worker 0
-    (and every process without TF_CONFIG)."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    task = config.get("task", {})
-    if "chief" in config.get("cluster", {}):
-        return task.get("type") == "chief"
-    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
