@@ -199,7 +199,8 @@ def test_an_augmenter_survives_pickling_for_worker_processes():
 
 @pytest.mark.parametrize("task, overrides, transforms, tile", [
     ("classification", ["augment=lecture"], 9, 128),  # 32-pixel digits, enlarged 4 times
-    ("segmentation", ["data=shapes", "data.num_images=200", "augment=dense"], 6, 128),  # 64-pixel scenes, twice
+    pytest.param("segmentation", ["data=shapes", "data.num_images=200", "augment=dense"], 6, 128,  # 64-pixel scenes
+                 marks=pytest.mark.slow),
 ])
 def test_preview_writes_the_grid_and_logs_it(pipeline, task, overrides, transforms, tile):
     done = pipeline("mode=preview", f"task={task}", "preview.num_images=6", *overrides)

@@ -84,6 +84,7 @@ def test_mirrored_strategy_splits_global_batches_and_aggregates_metrics_over_rep
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
+@pytest.mark.slow  # the strategy's batches and metrics are tested without the pipeline above
 def test_the_pipeline_trains_with_a_mirrored_strategy(pipeline):
     done = pipeline("trainer.epochs=1", "data.limit=128", "trainer.batch_size=32", "trainer.strategy=mirrored",
                     "trainer.cpu_devices=2", "export.num_images=4", "tracking=none")

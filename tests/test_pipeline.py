@@ -71,6 +71,7 @@ def test_regression_trains_and_reports_r2(pipeline):
     assert signature["target_names"] == ["center_x", "center_y", "width", "height"]
 
 
+@pytest.mark.slow  # the auxiliary heads' loss, metrics and removal are unit-tested in test_zoo_googlenet_densenet.py
 def test_googlenet_trains_with_auxiliary_heads_and_ships_without_them(pipeline):
     pipeline("model=googlenet", "model.width=0.25", *TINY)
     _, runs = pipeline.mlflow_runs("classification")
@@ -82,6 +83,7 @@ def test_googlenet_trains_with_auxiliary_heads_and_ships_without_them(pipeline):
     assert not isinstance(served.output, dict) and served.output_shape == (None, 10)
 
 
+@pytest.mark.slow  # copy_weights and freeze are unit-tested in test_transfer.py
 def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipeline):
     pipeline("tracking=none", *TINY)
     previous = pipeline.run_dir / "model.keras"

@@ -51,7 +51,7 @@ def test_a_classification_model_is_refused_for_segmentation(pipeline):
     assert "Models for segmentation: " in done.stderr and "unet" in done.stderr
 
 
-@pytest.mark.parametrize("data", ["coco", "masks", "digit_scenes"])
+@pytest.mark.parametrize("data", ["coco", "masks", pytest.param("digit_scenes", marks=pytest.mark.slow)])
 def test_segmentation_trains_on_each_format_that_has_masks(pipeline, tmp_path, monkeypatch, data):
     from test_formats import coco_fixture, masks_fixture
 
