@@ -18,11 +18,11 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from visionkit.data.core import IGNORE_INDEX
 from visionkit.data.transforms import TRANSFORMS
 from visionkit.errors import UserError
 from visionkit.registry import unknown_name_message
 
-IGNORE_INDEX = 255  # mask value of pixels without a label: the loss skips them
 # Image size the specs are checked with before the first sample arrives (it fills `size: null`).
 CHECK_SIZE = (64, 64)
 BASE_CLASSES = {A.BasicTransform, A.DualTransform, A.ImageOnlyTransform, A.Transform3D}  # not transforms themselves

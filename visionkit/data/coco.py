@@ -20,7 +20,8 @@ from pycocotools import mask as mask_utils
 
 from visionkit.data.core import DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, split_folders
-from visionkit.data.images import IGNORE, resize_mask, scale_boxes
+from visionkit.data.core import IGNORE_INDEX
+from visionkit.data.images import resize_mask, scale_boxes
 from visionkit.data.verify import Decoded, ImageVerifier, VerificationReport, clean_boxes
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
@@ -117,7 +118,7 @@ def _sample(decoded: Decoded, anns: list[dict[str, Any]], index_of: dict[int, in
             sources.append(where)
         else:
             ignore |= pixels
-    mask[ignore] = IGNORE
+    mask[ignore] = IGNORE_INDEX
     boxes, classes = clean_boxes(report, np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes),
                                  (height, width), sources)
     return {"image": decoded.image, "boxes": scale_boxes(boxes, (height, width), size), "classes": classes,

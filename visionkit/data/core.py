@@ -16,6 +16,10 @@ from sklearn.model_selection import train_test_split
 
 from visionkit.errors import UserError
 
+# Mask value of pixels without a label (unlabelled, crowd regions, borders that augmentation moved
+# in): no loss or metric counts them.
+IGNORE_INDEX = 255
+
 if TYPE_CHECKING:
     from visionkit.data.verify import VerificationReport
 

@@ -18,7 +18,6 @@ from visionkit.errors import UserError
 
 PILLOW_MODES = {"P": "palette", "PA": "palette", "CMYK": "cmyk"}  # decoded by Pillow; the conversion kind
 MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L")  # single-channel modes that hold class indices
-IGNORE = 255  # mask value of pixels no loss or metric counts (unlabelled, crowd)
 
 
 class DecodeError(Exception):

@@ -26,7 +26,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from visionkit.data.images import (IGNORE, DecodeError, check_channels, check_integrity, decode_image,
+from visionkit.data.core import IGNORE_INDEX
+from visionkit.data.images import (DecodeError, check_channels, check_integrity, decode_image,
                                    image_size_pair, resize_image)
 from visionkit.errors import UserError
 
@@ -273,10 +274,10 @@ def clean_boxes(report: VerificationReport, boxes: np.ndarray, classes: np.ndarr
 def clean_mask(report: VerificationReport, mask: np.ndarray, num_values: int, where: str) -> np.ndarray:
     """uint8 class-index mask: values outside 0..num_values-1 (255 excepted) are reported, counted in
     pixels and set to 255, which no loss or metric counts."""
-    bad = ((mask < 0) | (mask >= num_values)) & (mask != IGNORE)
+    bad = ((mask < 0) | (mask >= num_values)) & (mask != IGNORE_INDEX)
     count = int(bad.sum())
     if count:
         values = ", ".join(str(v) for v in np.unique(mask[bad])[:5])
         report.find("mask_pixels_out_of_range", count, where, f"{count} pixels with values outside "
-                    f"0..{num_values - 1} ({values}) set to {IGNORE} (ignore)")
-    return np.where(bad, IGNORE, mask).astype(np.uint8)
+                    f"0..{num_values - 1} ({values}) set to {IGNORE_INDEX} (ignore)")
+    return np.where(bad, IGNORE_INDEX, mask).astype(np.uint8)

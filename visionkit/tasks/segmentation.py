@@ -15,10 +15,10 @@ import numpy as np
 from keras import ops
 
 from visionkit.analysis.plots import overlay_gallery_figure, per_class_bar_figure
+from visionkit.data.core import IGNORE_INDEX
 from visionkit.registry import TASKS
 from visionkit.tasks.base import Task
 
-IGNORE_INDEX = 255
 LOSSES = ("cross_entropy", "dice", "focal", "cross_entropy_dice")
 EPSILON = 1e-7
 
