@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from visionkit.analysis.plots import class_colours
 from visionkit.data.core import IGNORE_INDEX
 
-# Matplotlib's tab10: distinct, colour-blind-friendlier colours.
-PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], np.uint8)
+# The evaluation pictures' class colours (matplotlib's tab10) as uint8 RGB, one per object class.
+PALETTE = (class_colours(11)[1:] * 255).round().astype(np.uint8)
 IGNORE_COLOUR = (200, 200, 200)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 MIN_TILE_SIDE = 128  # small images are enlarged (nearest neighbour) so that labels stay readable
