@@ -9,9 +9,10 @@ from typing import Callable, Sequence
 import keras
 from keras import layers
 
-from visionkit.registry import MODELS
+from visionkit.registry import MODELS, unknown_name_message
 
 IMAGE_TASKS = ("classification", "regression")
+SEGMENTATION_TASKS = ("segmentation",)
 
 # Pixel statistics used when the caller gives none: maps 0..255 to -1..1.
 DEFAULT_PIXEL_MEAN = 127.5
@@ -125,3 +126,58 @@ def inference_model(model: keras.Model) -> keras.Model:
     if not isinstance(model.output, dict):
         return model
     return keras.Model(model.input, model.output[MAIN_OUTPUT], name=model.name)
+
+
+# What the dense (segmentation and detection) builders share: argument checks, a zoo trunk as
+# encoder, the per-pixel classifier.
+
+def check_classes(num_classes, *, model: str) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{model}: num_classes must be an integer >= 1 (one output channel per class), "
+                         f"received {num_classes!r}")
+
+
+def check_input_multiple(input_shape, multiple: int, *, model: str, why: str) -> tuple[int, int, int]:
+    """Validate an HxWxC shape whose height and width must be multiples of `multiple`; the error
+    names the nearest valid sizes."""
+    shape = check_input_shape(input_shape, min_size=multiple, model=model)
+    wrong = [f"{axis} {size} -> {size // multiple * multiple} or {(size // multiple + 1) * multiple}"
+             for axis, size in zip(("height", "width"), shape[:2]) if size % multiple]
+    if wrong:
+        raise ValueError(f"{model}: input height and width must be multiples of {multiple} ({why}), received "
+                         f"{input_shape!r}; nearest valid sizes: {', '.join(wrong)}")
+    return shape
+
+
+def zoo_trunk(name, input_shape, *, width, pixel_mean, pixel_std, model: str, option: str):
+    """A classification trunk of the zoo without its top, and its stride-named maps {stride: tensor}.
+
+    The trunk must name its maps by stride (common.tap) and keep them at exactly 1/stride of the
+    input ('same' padding), so that the decoder's up-sampled maps line up with them.
+    """
+    trunks = [n for n in MODELS.names() if "classification" in MODELS.meta(n)["tasks"]]
+    if name not in trunks:
+        message = (f"{option} '{name}' is not a classification trunk; available: {', '.join(trunks)}"
+                   if name in MODELS else unknown_name_message(option, name, trunks))
+        raise ValueError(f"{model}: {message}")
+    trunk = MODELS.get(name)(input_shape=input_shape, include_top=False, width=width, pixel_mean=pixel_mean,
+                             pixel_std=pixel_std)
+    maps = feature_maps(trunk)
+    if max(maps, default=1) == 1:
+        raise ValueError(f"{model}: {option} {name!r} is unsuitable: it names no down-sampled (stride 2 or more) "
+                         f"feature maps to decode from")
+    input_shape = check_input_multiple(input_shape, max(maps), model=model,
+                                       why=f"{option} {name!r} down-samples to stride {max(maps)}")
+    for stride, tensor in maps.items():
+        expected = (input_shape[0] // stride, input_shape[1] // stride)
+        if tuple(tensor.shape[1:3]) != expected:
+            raise ValueError(f"{model}: {option} {name!r} is unsuitable: its stride-{stride} map is "
+                             f"{tensor.shape[1]}x{tensor.shape[2]}, not {expected[0]}x{expected[1]} (unpadded "
+                             f"convolutions or poolings); use a trunk with 'same' padding such as vgg16 or resnet34")
+    return trunk, maps
+
+
+def pixel_classifier(x, num_classes: int, activation: str | None):
+    """The last layer: a 1x1 convolution giving each pixel its class scores; float32 so that mixed
+    precision keeps a stable softmax and loss."""
+    return layers.Conv2D(num_classes, 1, activation=activation, dtype="float32", name="predictions")(x)

@@ -26,8 +26,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from visionkit.models.common import image_input, scaled
-from visionkit.models.unet import SEGMENTATION_TASKS, check_classes, check_input_multiple
+from visionkit.models.common import SEGMENTATION_TASKS, check_classes, check_input_multiple, image_input, scaled
 from visionkit.models.vgg import FILTERS, VARIANTS as VGG_VARIANTS
 from visionkit.registry import MODELS
 

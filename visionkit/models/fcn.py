@@ -25,8 +25,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from visionkit.models.common import register_variants, scaled
-from visionkit.models.unet import SEGMENTATION_TASKS, check_classes, check_input_multiple, zoo_trunk
+from visionkit.models.common import (SEGMENTATION_TASKS, check_classes, check_input_multiple, register_variants,
+                                     scaled, zoo_trunk)
 
 FC_CHANNELS = 4096
 SCORE_STRIDE = 32

@@ -33,8 +33,7 @@ import math
 import keras
 from keras import layers
 
-from visionkit.models.common import scaled
-from visionkit.models.unet import check_classes, zoo_trunk
+from visionkit.models.common import check_classes, scaled, zoo_trunk
 from visionkit.registry import MODELS
 from visionkit.tasks.detection import AnchorBoxes
 

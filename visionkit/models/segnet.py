@@ -26,8 +26,8 @@ import keras
 from keras import layers
 
 from visionkit.layers.pooling_indices import MaxPoolingWithArgmax2D, MaxUnpooling2D
-from visionkit.models.common import image_input, scaled
-from visionkit.models.unet import SEGMENTATION_TASKS, check_classes, check_input_multiple, pixel_classifier
+from visionkit.models.common import (SEGMENTATION_TASKS, check_classes, check_input_multiple, image_input,
+                                     pixel_classifier, scaled)
 from visionkit.models.vgg import FILTERS, VARIANTS as VGG_VARIANTS
 from visionkit.registry import MODELS
 

@@ -23,9 +23,6 @@ to the deepest map; the paper states no rate, 0.5 is the default.
 "U-Net with a pretrained encoder" of later work): the decoder starts at the trunk's deepest
 stride-named map and up-samples, concatenating the trunk's map at every stride it has, up to the
 input resolution; its widths are U-Net's, 64 x stride, at most 512.
-
-The module also holds what every segmentation builder of the zoo shares: argument checks, the
-zoo-trunk encoder and the per-pixel classifier.
 """
 
 from __future__ import annotations
@@ -33,67 +30,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from visionkit.models.common import check_input_shape, feature_maps, image_input, scaled
-from visionkit.registry import MODELS, unknown_name_message
-
-SEGMENTATION_TASKS = ("segmentation",)
+from visionkit.models.common import (SEGMENTATION_TASKS, check_classes, check_input_multiple, image_input,
+                                     pixel_classifier, scaled, zoo_trunk)
+from visionkit.registry import MODELS
 BASE_FILTERS = 64
 DOWNSAMPLINGS = 4  # the deepest map is at stride 2**4 = 16
 MAX_DECODER_FILTERS = 512  # 64 * stride, at most U-Net's widest expanding level (deep zoo trunks reach stride 32)
-
-
-# --- what the segmentation builders share -------------------------------------------------------------
-
-def check_classes(num_classes, *, model: str) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{model}: num_classes must be an integer >= 1 (one output channel per class), "
-                         f"received {num_classes!r}")
-
-
-def check_input_multiple(input_shape, multiple: int, *, model: str, why: str) -> tuple[int, int, int]:
-    """Validate an HxWxC shape whose height and width must be multiples of `multiple`; the error
-    names the nearest valid sizes."""
-    shape = check_input_shape(input_shape, min_size=multiple, model=model)
-    wrong = [f"{axis} {size} -> {size // multiple * multiple} or {(size // multiple + 1) * multiple}"
-             for axis, size in zip(("height", "width"), shape[:2]) if size % multiple]
-    if wrong:
-        raise ValueError(f"{model}: input height and width must be multiples of {multiple} ({why}), received "
-                         f"{input_shape!r}; nearest valid sizes: {', '.join(wrong)}")
-    return shape
-
-
-def zoo_trunk(name, input_shape, *, width, pixel_mean, pixel_std, model: str, option: str):
-    """A classification trunk of the zoo without its top, and its stride-named maps {stride: tensor}.
-
-    The trunk must name its maps by stride (common.tap) and keep them at exactly 1/stride of the
-    input ('same' padding), so that the decoder's up-sampled maps line up with them.
-    """
-    trunks = [n for n in MODELS.names() if "classification" in MODELS.meta(n)["tasks"]]
-    if name not in trunks:
-        message = (f"{option} '{name}' is not a classification trunk; available: {', '.join(trunks)}"
-                   if name in MODELS else unknown_name_message(option, name, trunks))
-        raise ValueError(f"{model}: {message}")
-    trunk = MODELS.get(name)(input_shape=input_shape, include_top=False, width=width, pixel_mean=pixel_mean,
-                             pixel_std=pixel_std)
-    maps = feature_maps(trunk)
-    if max(maps, default=1) == 1:
-        raise ValueError(f"{model}: {option} {name!r} is unsuitable: it names no down-sampled (stride 2 or more) "
-                         f"feature maps to decode from")
-    input_shape = check_input_multiple(input_shape, max(maps), model=model,
-                                       why=f"{option} {name!r} down-samples to stride {max(maps)}")
-    for stride, tensor in maps.items():
-        expected = (input_shape[0] // stride, input_shape[1] // stride)
-        if tuple(tensor.shape[1:3]) != expected:
-            raise ValueError(f"{model}: {option} {name!r} is unsuitable: its stride-{stride} map is "
-                             f"{tensor.shape[1]}x{tensor.shape[2]}, not {expected[0]}x{expected[1]} (unpadded "
-                             f"convolutions or poolings); use a trunk with 'same' padding such as vgg16 or resnet34")
-    return trunk, maps
-
-
-def pixel_classifier(x, num_classes: int, activation: str | None):
-    """The last layer: a 1x1 convolution giving each pixel its class scores; float32 so that mixed
-    precision keeps a stable softmax and loss."""
-    return layers.Conv2D(num_classes, 1, activation=activation, dtype="float32", name="predictions")(x)
 
 
 # --- U-Net ----------------------------------------------------------------------------------------------
