@@ -116,3 +116,15 @@ def test_predict_split_applies_tta_across_batches():
     np.testing.assert_allclose(flipped, expected, atol=1e-5)
     with pytest.raises(UserError, match="eval.tta: unknown test-time augmentation 'ten_crop'"):
         predict_split(model, task, split, batch_size=5, tta="ten_crop")
+
+
+def test_tta_is_refused_before_training_for_a_task_whose_outputs_cannot_be_averaged():
+    from omegaconf import OmegaConf
+
+    from pipelines.evaluate import checked_tta
+    from visionkit.tasks import get_task
+
+    cfg = OmegaConf.create({"eval": {"tta": "flip"}})
+    assert checked_tta(cfg, get_task("segmentation")) == "flip"
+    with pytest.raises(UserError, match=r"^eval.tta=flip is not available for task detection$"):
+        checked_tta(cfg, get_task("detection"))
