@@ -77,7 +77,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         # The task's callbacks come first: they may add epoch metrics (detection's val_map50) that the
         # checkpoints monitor and the tracker logs.
         callbacks = task.training_callbacks(bundle, tracker.log_figure)
-        callbacks += checkpoint_callbacks(checkpoints, monitored_metric(task.monitor, model),
+        callbacks += checkpoint_callbacks(checkpoints, monitored_metric(task, model),
                                           trainer.early_stopping or None, task.monitor_mode,
                                           best=state.get("best"), extra_state={"run_id": tracker.run_id})
         callbacks.append(tracker.keras_callback())

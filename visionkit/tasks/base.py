@@ -15,6 +15,7 @@ class Task:
     target_key: str = ""  # the sample key holding this task's target
     monitor: str = "val_loss"  # the validation metric that picks the best checkpoint
     monitor_mode: str = "min"  # "min" or "max": whether a lower or a higher monitor value is better
+    monitor_from_callback: bool = False  # the monitor is added to the logs by a task callback, not a Keras metric
     headline_metrics: tuple[str, ...] = ()  # evaluate() keys printed at the end of a run
     averages_views: bool = True  # whether outputs of augmented views can be averaged (test-time augmentation)
 
@@ -26,6 +27,14 @@ class Task:
 
     def loss(self) -> keras.losses.Loss:
         raise NotImplementedError
+
+    def output_losses(self, output_names: list[str]) -> tuple[dict, dict]:
+        """({output: loss}, {output: loss weight}) of a model with several outputs: by default the main
+        output and its auxiliary heads (GoogLeNet) learn the same targets, the heads with a smaller weight."""
+        from visionkit.models.common import AUX_LOSS_WEIGHT, MAIN_OUTPUT
+
+        return ({name: self.loss() for name in output_names},
+                {name: 1.0 if name == MAIN_OUTPUT else AUX_LOSS_WEIGHT for name in output_names})
 
     def metrics(self, num_outputs: int) -> list[keras.metrics.Metric]:
         raise NotImplementedError

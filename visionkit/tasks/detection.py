@@ -1,5 +1,6 @@
-"""Object detection with dense anchor-based detectors (RetinaNet, visionkit.models.retinanet): focal
-loss and smooth L1 on anchors matched by IoU, decoding and non-maximum suppression within each class
+"""Object detection with a dense anchor-based detector (RetinaNet, visionkit.models.retinanet) or a
+two-stage one (Faster R-CNN, visionkit.models.faster_rcnn): their losses on boxes matched by IoU,
+decoding and non-maximum suppression within each class
 (keras-cv's NonMaxSuppression, which works on every backend), COCO metrics through pycocotools, a
 gallery of predicted and true boxes, precision-recall curves.
 
@@ -7,9 +8,14 @@ Targets: a batch of samples becomes one float32 array [B, max_boxes, 5] of (x1, 
 in pixels, rows past an image's boxes padded with -1 (keras-cv's dense box format, boxes and classes
 side by side in one array so that Keras pairs one target with the model's one output).
 
-Model output: one tensor [B, anchors, 8 + K] holding, for every anchor, its box (pixel xyxy), the
-box deltas relative to it and K class logits (sigmoid, one per class; no background class).
-Deltas are Faster R-CNN's centre/size encoding divided by BOX_VARIANCE, as in keras-cv's RetinaNet.
+Model output, of one of two kinds, told apart by rank:
+- dense, [B, anchors, 8 + K]: for every anchor, its box (pixel xyxy), the box deltas relative to it
+  and K class logits (sigmoid, one per class; no background class). Loss: DetectionLoss.
+- two-stage, [B, regions, 1 + K, 9]: for every proposed region and every class, background first,
+  the region's box, the class-specific box deltas (zero for the background) and the class's softmax
+  logit. While training, the model also has a "rpn" output [B, anchors, 9] (anchor box, deltas,
+  objectness logit); losses: RegionLoss and ProposalLoss (visionkit.tasks.region_losses).
+Deltas are Faster R-CNN's centre/size encoding divided by BOX_VARIANCE (visionkit.tasks.box_coding).
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ from visionkit.analysis.detection_metrics import coco_metrics, detection_gallery
 from visionkit.errors import UserError
 from visionkit.registry import TASKS
 from visionkit.tasks.base import Task
+from visionkit.tasks.box_coding import (BOX_VARIANCE, EPSILON, decode_deltas, encode_deltas,  # noqa: F401
+                                        match_anchors, matched_truths, sigmoid_focal_loss, smooth_l1)
+from visionkit.tasks.region_losses import ProposalLoss, RegionLoss
 
-BOX_VARIANCE = (0.1, 0.1, 0.2, 0.2)
 PADDING = -1.0
-EPSILON = 1e-7
+PROPOSALS_OUTPUT = "rpn"  # a two-stage detector's training output of its region proposal network
+MAIN_OUTPUT = "predictions"  # visionkit.models.common.MAIN_OUTPUT (not imported: models import this module)
 DECODE_BATCH = 256  # images decoded (and suppressed) at once in the evaluation
 # Best-scoring (anchor, class) pairs per image that enter non-maximum suppression (Lin et al. 2017,
 # section 4: 1000 per level); suppression takes time quadratic in their number.
@@ -77,82 +86,35 @@ def split_outputs(outputs):
     return outputs[..., :4], outputs[..., 4:8], outputs[..., 8:]
 
 
-def _centre_size(boxes):
-    width, height = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-    return boxes[..., 0] + 0.5 * width, boxes[..., 1] + 0.5 * height, width, height
-
-
-def encode_deltas(anchors, boxes):
-    """Box deltas of xyxy `boxes` relative to xyxy `anchors` (Girshick et al., Faster R-CNN eq. 2)."""
-    anchor_x, anchor_y, anchor_w, anchor_h = _centre_size(anchors)
-    box_x, box_y, box_w, box_h = _centre_size(boxes)
-    deltas = ops.stack([(box_x - anchor_x) / anchor_w, (box_y - anchor_y) / anchor_h,
-                        ops.log(ops.maximum(box_w, EPSILON) / anchor_w),
-                        ops.log(ops.maximum(box_h, EPSILON) / anchor_h)], axis=-1)
-    return deltas / ops.convert_to_tensor(BOX_VARIANCE, deltas.dtype)
-
-
-def decode_deltas(anchors, deltas):
-    """The xyxy boxes that `deltas` describe relative to `anchors` (the inverse of encode_deltas)."""
-    deltas = deltas * ops.convert_to_tensor(BOX_VARIANCE, deltas.dtype)
-    anchor_x, anchor_y, anchor_w, anchor_h = _centre_size(anchors)
-    centre_x, centre_y = anchor_x + deltas[..., 0] * anchor_w, anchor_y + deltas[..., 1] * anchor_h
-    # Clipped so that an untrained head cannot overflow exp (log(1000 / 16), as Detectron).
-    half_w = 0.5 * anchor_w * ops.exp(ops.minimum(deltas[..., 2], 4.135))
-    half_h = 0.5 * anchor_h * ops.exp(ops.minimum(deltas[..., 3], 4.135))
-    return ops.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], axis=-1)
+def decoded_boxes_and_probabilities(outputs):
+    """Boxes and class probabilities of either kind of model output: dense -> boxes [B, A, 4] and
+    sigmoid probabilities [B, A, K]; two-stage -> per-class boxes [B, R, K, 4] and softmax
+    probabilities without the background [B, R, K]."""
+    if len(outputs.shape) == 4:
+        regions, deltas, logits = outputs[:, :, 1:, :4], outputs[:, :, 1:, 4:8], outputs[..., 8]
+        return decode_deltas(regions, deltas), ops.softmax(logits, axis=-1)[..., 1:]
+    anchors, deltas, logits = split_outputs(outputs)
+    return decode_deltas(anchors, deltas), ops.sigmoid(logits)
 
 
 def per_class_candidates(boxes, probabilities, count: int):
-    """The `count` best (anchor, class) pairs, each a candidate of its own, for non-maximum
-    suppression within each class (Detectron's RetinaNet inference): a box whose best class is wrong
-    still competes, with its lower score, in the right class. Boxes [B, A, 4] -> [B, count, 4], each
-    shifted by class x span so that boxes of different classes never overlap (torchvision's
-    batched_nms); probabilities [B, A, K] -> one-hot scores [B, count, K]. Returns the unshifted
-    boxes, the shifted ones and the scores."""
+    """The `count` best (box, class) pairs, each a candidate of its own, for non-maximum suppression
+    within each class (Detectron's inference): a box whose best class is wrong still competes, with
+    its lower score, in the right class. Boxes [B, A, 4], or one per class [B, A, K, 4], ->
+    [B, count, 4], each shifted by class x span so that boxes of different classes never overlap
+    (torchvision's batched_nms); probabilities [B, A, K] -> one-hot scores [B, count, K]. Returns the
+    unshifted boxes, the shifted ones and the scores."""
     num_classes = probabilities.shape[-1]
     batch = ops.shape(boxes)[0]
     scores, pairs = ops.top_k(ops.reshape(probabilities, (batch, -1)), min(count, boxes.shape[1] * num_classes))
     classes = pairs % num_classes
     span = 2.0 * ops.max(ops.abs(boxes)) + 1.0
-    chosen = ops.take_along_axis(boxes, (pairs // num_classes)[..., None], axis=1)
+    if len(boxes.shape) == 4:  # one box per (region, class): the pair indexes the flattened boxes
+        chosen = ops.take_along_axis(ops.reshape(boxes, (batch, -1, 4)), pairs[..., None], axis=1)
+    else:
+        chosen = ops.take_along_axis(boxes, (pairs // num_classes)[..., None], axis=1)
     shifted = chosen + ops.cast(classes, boxes.dtype)[..., None] * span
     return chosen, shifted, ops.one_hot(classes, num_classes, dtype=scores.dtype) * scores[..., None]
-
-
-def match_anchors(anchors, boxes, valid, positive_iou: float, negative_iou: float):
-    """Assign each anchor [B, A, 4] a truth box [B, M, 4] (`valid` [B, M] marks the real ones).
-
-    RetinaNet's rule (section 4): IoU >= positive_iou is a positive, below negative_iou a negative
-    (background), in between ignored. As in Faster R-CNN, each truth's best anchors are positives
-    whatever their IoU, so that objects smaller than every anchor are still learned.
-    Returns (index of the matched truth [B, A], positive [B, A] bool, negative [B, A] bool).
-    """
-    from keras_cv import bounding_box
-
-    iou = bounding_box.compute_iou(anchors, boxes, "xyxy")  # [B, A, M]
-    iou = ops.where(valid[:, None, :], iou, -1.0)
-    best_for_truth = ops.max(iou, axis=1, keepdims=True)
-    is_best = ops.logical_and(ops.equal(iou, best_for_truth), best_for_truth > 0)
-    matched = ops.argmax(iou + 2.0 * ops.cast(is_best, iou.dtype), axis=-1)
-    best_iou = ops.max(iou, axis=-1)
-    positive = ops.logical_or(best_iou >= positive_iou, ops.any(is_best, axis=-1))
-    negative = ops.logical_and(best_iou < negative_iou, ops.logical_not(positive))
-    return matched, positive, negative
-
-
-def sigmoid_focal_loss(targets, logits, alpha: float, gamma: float):
-    """Lin et al. 2017, eq. 5: -alpha_t (1 - p_t)^gamma log(p_t), element-wise on sigmoid logits."""
-    probability = ops.sigmoid(logits)
-    cross_entropy = ops.binary_crossentropy(targets, logits, from_logits=True)
-    p_t = targets * probability + (1 - targets) * (1 - probability)
-    alpha_t = targets * alpha + (1 - targets) * (1 - alpha)
-    return alpha_t * ops.power(1 - p_t, gamma) * cross_entropy
-
-
-def smooth_l1(difference, beta: float = 1.0):
-    absolute = ops.abs(difference)
-    return ops.where(absolute < beta, 0.5 * difference * difference / beta, absolute - 0.5 * beta)
 
 
 @keras.saving.register_keras_serializable(package="visionkit")
@@ -177,14 +139,13 @@ class DetectionLoss(keras.losses.Loss):
                                                     self.negative_iou)
         positive = ops.cast(positive, y_pred.dtype)
         counted = ops.maximum(ops.sum(positive), 1.0)
-        # Gathers as one-hot products: several times faster than take_along_axis on the TF backend.
-        picks = ops.one_hot(matched, ops.shape(boxes)[1], dtype=y_pred.dtype)  # [B, A, M]
-        matched_class = ops.cast(ops.squeeze(ops.matmul(picks, classes[..., None]), axis=-1), "int32")
-        targets = ops.one_hot(matched_class, ops.shape(logits)[-1], dtype=y_pred.dtype) * positive[..., None]
+        truth_boxes, truth_classes = matched_truths(boxes, classes, matched)
+        targets = ops.one_hot(ops.cast(truth_classes, "int32"), ops.shape(logits)[-1],
+                              dtype=y_pred.dtype) * positive[..., None]
         focal = ops.sum(sigmoid_focal_loss(targets, logits, self.focal_alpha, self.focal_gamma), axis=-1)
         not_ignored = ops.cast(ops.logical_or(positive > 0, negative), y_pred.dtype)
         class_loss = ops.sum(focal * not_ignored) / counted
-        box_error = ops.sum(smooth_l1(encode_deltas(anchors, ops.matmul(picks, boxes)) - deltas), axis=-1)
+        box_error = ops.sum(smooth_l1(encode_deltas(anchors, truth_boxes) - deltas), axis=-1)
         box_loss = ops.sum(box_error * positive) / counted
         return class_loss + self.box_weight * box_loss
 
@@ -210,7 +171,10 @@ class ValidationMAP(keras.callbacks.Callback):
         self.task, self.images, self.targets, self.data = task, images, targets, data
 
     def on_epoch_end(self, epoch, logs=None):
-        predicted = self.task.detections(self.model.predict(self.images, verbose=0))
+        outputs = self.model.predict(self.images, verbose=0)
+        if isinstance(outputs, dict):  # a two-stage detector in training also outputs its proposal network's
+            outputs = outputs[MAIN_OUTPUT]
+        predicted = self.task.detections(outputs)
         metrics = coco_metrics(truth_lists(self.targets), predicted, self.data.class_names,
                                self.data.image_shape[:2])
         if logs is not None:
@@ -223,6 +187,7 @@ class Detection(Task):
     target_key = "boxes"
     monitor = "val_map50"  # added to the epoch logs by the task's own callback, which runs first
     monitor_mode = "max"
+    monitor_from_callback = True
     averages_views = False  # raw anchor outputs of a mirrored image belong to other anchors
     headline_metrics = ("map", "map50", "map75")
 
@@ -255,6 +220,14 @@ class Detection(Task):
 
     def loss(self):
         return DetectionLoss(**self.loss_options)
+
+    def output_losses(self, output_names):
+        """A two-stage detector's outputs: the detection head's and the proposal network's losses, weighted
+        equally (Ren et al. 2015, eq. 1)."""
+        if set(output_names) != {MAIN_OUTPUT, PROPOSALS_OUTPUT}:
+            raise ValueError(f"a detector's outputs are {MAIN_OUTPUT!r} and optionally {PROPOSALS_OUTPUT!r}, "
+                             f"received {list(output_names)}")
+        return {MAIN_OUTPUT: RegionLoss(), PROPOSALS_OUTPUT: ProposalLoss()}, {MAIN_OUTPUT: 1.0, PROPOSALS_OUTPUT: 1.0}
 
     def metrics(self, num_outputs):
         return []  # val_map and val_map50 come from the ValidationMAP callback
@@ -302,9 +275,7 @@ class Detection(Task):
     def serving_outputs(self, outputs):
         """boxes (pixel xyxy) [B, D, 4], scores [B, D], classes [B, D] int32 and num_detections [B] int32,
         D = max_detections, best first; the rows past num_detections are padded with -1."""
-        anchors, deltas, logits = split_outputs(outputs)
-        boxes, shifted, scores = per_class_candidates(decode_deltas(anchors, deltas), ops.sigmoid(logits),
-                                                      NMS_CANDIDATES)
+        boxes, shifted, scores = per_class_candidates(*decoded_boxes_and_probabilities(outputs), NMS_CANDIDATES)
         found = self.nms(shifted, scores)
         classes = ops.cast(found["classes"], "int32")  # -1 past num_detections
         # The kept boxes are candidates' shifted boxes, copied exactly: find each one's candidate and

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 
-from visionkit.models.common import AUX_LOSS_WEIGHT, MAIN_OUTPUT, auxiliary_outputs
+from visionkit.models.common import MAIN_OUTPUT, auxiliary_outputs
 from visionkit.training.checkpoints import TrainingState
 from visionkit.training.optim import build_optimizer, learning_rate_schedule
 
@@ -37,20 +37,20 @@ def compile_model(model: keras.Model, task, settings: TrainSettings, steps_per_e
         model.compile(optimizer=optimizer, loss=task.loss(), metrics=task.metrics(model.output_shape[-1]),
                       jit_compile=settings.jit_compile)
         return
-    # Auxiliary heads (GoogLeNet) learn the same targets with a smaller loss weight; metrics
-    # describe the main output only, the one that is evaluated and exported.
-    outputs = [MAIN_OUTPUT, *auxiliary]
-    model.compile(optimizer=optimizer, loss={name: task.loss() for name in outputs},
-                  loss_weights={name: 1.0 if name == MAIN_OUTPUT else AUX_LOSS_WEIGHT for name in outputs},
+    # Auxiliary outputs (GoogLeNet's heads, Faster R-CNN's proposal network) have their own loss and
+    # weight; metrics describe the main output only, the one that is evaluated and exported.
+    losses, loss_weights = task.output_losses([MAIN_OUTPUT, *auxiliary])
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
                   metrics={MAIN_OUTPUT: task.metrics(model.output[MAIN_OUTPUT].shape[-1])},
                   jit_compile=settings.jit_compile)
 
 
-def monitored_metric(monitor: str, model: keras.Model) -> str:
-    """The Keras log key of a task's monitor (`val_accuracy`) for this model's outputs."""
-    if not auxiliary_outputs(model):
-        return monitor
-    return f"val_{MAIN_OUTPUT}_{monitor[len('val_'):]}"
+def monitored_metric(task, model: keras.Model) -> str:
+    """The log key of a task's monitor (`val_accuracy`) for this model's outputs: Keras prefixes a
+    multi-output model's metrics with the output's name; a task callback's metric keeps its name."""
+    if not auxiliary_outputs(model) or task.monitor_from_callback:
+        return task.monitor
+    return f"val_{MAIN_OUTPUT}_{task.monitor[len('val_'):]}"
 
 
 def training_targets(encode_targets, model: keras.Model):
