@@ -50,7 +50,10 @@ def checked_tta(cfg: DictConfig, task) -> str:
 
 
 def print_metrics(task, metrics: dict[str, float], prefix: str = "test") -> None:
-    print("  ".join(f"{prefix}_{k}={metrics[f'{prefix}_{k}']:.4f}" for k in task.headline_metrics))
+    # A metric the split cannot define is left out of `metrics` (detection's mAP of a test split without
+    # a single box): it prints as n/a rather than failing the finished run.
+    values = {k: metrics.get(f"{prefix}_{k}") for k in task.headline_metrics}
+    print("  ".join(f"{prefix}_{k}=" + ("n/a" if v is None else f"{v:.4f}") for k, v in values.items()))
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

@@ -275,8 +275,9 @@ def test_masks_palette_out_of_range_mismatch_and_missing(tmp_path):
 
 # ---- yolo ----
 
-def test_yolo_boxes_in_pixels_and_bad_label_lines(tmp_path):
-    root = tmp_path / "data"
+def yolo_fixture(root: Path) -> Path:
+    """Images 40 wide and 20 high in images/{train,val,test}, labels beside them in labels/, two
+    classes ant and bee in data.yaml; train c and d have bad label files, test f none."""
     labels = {  # image stem -> label text; images are 40 wide, 20 high
         "train/a": "0 0.5 0.5 0.5 0.5\n1 0.1 0.5 0.3 0.2\n",   # second box: 2 px left of the image: clipped
         "train/b": "1 0.9 0.5 0.5 0.5\n",                       # 6 px beyond the right edge: dropped
@@ -293,6 +294,11 @@ def test_yolo_boxes_in_pixels_and_bad_label_lines(tmp_path):
             (root / "labels" / split / f"{name}.txt").write_text(text)
     (root / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val",
                                                     "test": ["images/test"], "names": {0: "ant", 1: "bee"}}))
+    return root
+
+
+def test_yolo_boxes_in_pixels_and_bad_label_lines(tmp_path):
+    root = yolo_fixture(tmp_path / "data")
     before = snapshot(root)
     bundle = load("yolo", task="detection", path=str(root), image_size=[10, 20])
     assert bundle.class_names == ["ant", "bee"]

@@ -50,17 +50,3 @@ def test_a_classification_model_is_refused_for_segmentation(pipeline):
     assert "model 'lenet5' does not support task 'segmentation'" in done.stderr
     assert "Models for segmentation: " in done.stderr and "unet" in done.stderr
 
-
-@pytest.mark.parametrize("data", ["coco", "masks", pytest.param("digit_scenes", marks=pytest.mark.slow)])
-def test_segmentation_trains_on_each_format_that_has_masks(pipeline, tmp_path, monkeypatch, data):
-    from test_formats import coco_fixture, masks_fixture
-
-    monkeypatch.setenv("VISIONKIT_CACHE_DIR", str(tmp_path / "cache"))
-    options = {"coco": [f"data.path={coco_fixture(tmp_path / 'coco')}"],
-               "masks": [f"data.path={masks_fixture(tmp_path / 'masks')}"],
-               "digit_scenes": ["data.num_images=40", "data.max_digits=2", "data.digit_size=[8,14]"]}[data]
-    done = pipeline("task=segmentation", f"data={data}", *options, "data.image_size=32", "trainer.epochs=1",
-                    "trainer.batch_size=2", "export.enabled=false", "tracking=none")
-    assert "test_mean_iou=" in done.stdout
-    if data != "digit_scenes":
-        assert f"verification of '{data}'" in done.stdout  # file-based data is verified before training
