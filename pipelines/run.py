@@ -63,10 +63,21 @@ def report(error: Exception, status: int) -> None:
     sys.exit(status)
 
 
+def sweep_objective(cfg: DictConfig, result):
+    """The value a sweeper optimises (`optimized_metric`, set by hparams_search configs), or None."""
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if not isinstance(result, dict) or name not in result:
+        available = ", ".join(sorted(result)) if isinstance(result, dict) else "none"
+        raise UserError(f"optimized_metric={name} is not a result of mode={cfg.mode}; available: {available}")
+    return float(result[name])
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def app(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> float | None:
     try:
-        dispatch(cfg)
+        return sweep_objective(cfg, dispatch(cfg))
     except UserError as error:
         report(error, 2)
     except (ExportVerificationError, TrainingDivergedError) as error:

@@ -20,7 +20,7 @@ from visionkit.data.loader import BatchLoader
 from visionkit.errors import UserError
 from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
-from visionkit.training.checkpoints import BEST, read_state, restore_training
+from visionkit.training.checkpoints import BEST, TrainingState, read_state, restore_training
 from visionkit.training.distribute import make_strategy, strategy_scope
 from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
                                     training_targets)
@@ -82,6 +82,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                           best=state.get("best"), extra_state={"run_id": tracker.run_id})
         callbacks.append(tracker.keras_callback())
         fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=callbacks, initial_epoch=initial_epoch)
+        best_monitor = next(c.best for c in callbacks if isinstance(c, TrainingState))
         model.load_weights(checkpoints / BEST)  # the model we report and ship is the best one
         model = inference_model(model)  # without auxiliary training heads
         model.save(run_dir / "model.keras")
@@ -92,6 +93,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if tracking.register:
             tracker.register_model(model, f"{cfg.task.name}-{cfg.model.name}")
     print_metrics(task, metrics)
+    # What a hyper-parameter search maximises (hparams_search=...): the best epoch's validation
+    # monitor, never a test metric, negated where lower is better.
+    metrics["validation_score"] = best_monitor if task.monitor_mode == "max" else -best_monitor
     return metrics
 
 
