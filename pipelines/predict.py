@@ -40,24 +40,49 @@ def read_image(path: Path, input_shape) -> np.ndarray | None:
     return pixels.reshape(height, width, channels)
 
 
-def load_serving_fn(path: Path):
-    """(images -> named outputs, metadata) from a SavedModel directory or a checkpoint."""
-    if (path / "saved_model.pb").is_file():
+def is_savedmodel(path: Path) -> bool:
+    return (path / "saved_model.pb").is_file()
+
+
+def read_metadata(path: Path) -> dict:
+    """The task, names and input shape stored beside a SavedModel or a checkpoint (no model is loaded)."""
+    if is_savedmodel(path):
+        return json.loads((path / "assets.extra" / context.METADATA_FILE).read_text())
+    return context.resolve_checkpoint_path(path).metadata
+
+
+def load_serving_fn(path: Path, task):
+    """images -> named outputs, from a SavedModel directory or a checkpoint."""
+    if is_savedmodel(path):
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        metadata = json.loads((path / "assets.extra" / context.METADATA_FILE).read_text())
-        return (lambda images: {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}), metadata
+        return lambda images: {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
     from visionkit.export.savedmodel import reference_outputs
-    from visionkit.tasks import get_task
 
-    checkpoint = context.resolve_checkpoint_path(path)
-    model = context.load_checkpoint_model(checkpoint)
-    task = get_task(checkpoint.metadata["task"])
-    return (lambda images: reference_outputs(model, task.serving_outputs, images)), checkpoint.metadata
+    model = context.load_checkpoint_model(context.resolve_checkpoint_path(path))
+    return lambda images: reference_outputs(model, task.serving_outputs, images)
+
+
+def averaged_over_views(serve, task, tta: str):
+    """`serve` under eval.tta: the model's raw output averaged over each image's views by the same
+    predict_tta as the test metrics, then the task's other outputs (class ids, class maps) derived
+    from the average, as the exported model derives them from one view."""
+    if tta == "none":
+        return serve
+    from keras import ops
+
+    from visionkit.data.tta import predict_tta
+
+    def serve_averaged(images):
+        raw = predict_tta(lambda view: serve(view)[task.raw_serving_output], images, tta)
+        return {name: ops.convert_to_numpy(value) for name, value in task.serving_outputs(raw).items()}
+
+    return serve_averaged
 
 
 def run(cfg: DictConfig) -> Path:
+    from pipelines.evaluate import checked_tta
     from visionkit.tasks import get_task
 
     settings = typed(cfg.predict, PredictSettings, "predict")
@@ -67,8 +92,11 @@ def run(cfg: DictConfig) -> Path:
     if not cfg.checkpoint:
         raise UserError("mode=predict needs checkpoint=<a .keras file, a run directory or a SavedModel directory>")
     files = find_images(Path(settings.input).expanduser())
-    serve, metadata = load_serving_fn(Path(cfg.checkpoint).expanduser())
+    path = Path(cfg.checkpoint).expanduser()
+    metadata = read_metadata(path)
     task = get_task(metadata["task"])
+    tta = checked_tta(cfg, task)  # before the model loads
+    serve = averaged_over_views(load_serving_fn(path, task), task, tta)
     names = SimpleNamespace(**{**metadata, "class_names": metadata.get("class_names", []),
                                "target_names": metadata.get("target_names", [])})
     output = Path(settings.output) if settings.output else context.output_dir() / "predictions.csv"
@@ -84,6 +112,5 @@ def run(cfg: DictConfig) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["file"])
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{len(rows)} predictions written to {output}")
+    print(f"{len(rows)} predictions written to {output}" + (f" (eval.tta={tta})" if tta != "none" else ""))
     return output
-

@@ -18,6 +18,9 @@ class Task:
     monitor_from_callback: bool = False  # the monitor is added to the logs by a task callback, not a Keras metric
     headline_metrics: tuple[str, ...] = ()  # evaluate() keys printed at the end of a run
     averages_views: bool = True  # whether outputs of augmented views can be averaged (test-time augmentation)
+    # The serving output that is the model's raw output, unchanged: what test-time augmentation of a served
+    # model averages before serving_outputs() derives the others from it. Set by every task that averages views.
+    raw_serving_output: str = ""
 
     def num_outputs(self, data) -> int:
         raise NotImplementedError

@@ -67,6 +67,7 @@ class Classification(Task):
     target_key = "label"
     monitor = "val_accuracy"
     monitor_mode = "max"
+    raw_serving_output = "probabilities"
 
     def __init__(self, label_smoothing: float = 0.0, top_k: int = 5):
         if not 0.0 <= label_smoothing < 1.0:

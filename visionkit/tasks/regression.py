@@ -35,6 +35,7 @@ class Regression(Task):
     target_key = "target"
     monitor = "val_loss"
     headline_metrics = ("mae", "rmse", "r2")
+    raw_serving_output = "targets"
 
     def __init__(self, loss: str = "mse", huber_delta: float = 1.0):
         if loss not in LOSSES:

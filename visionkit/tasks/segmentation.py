@@ -191,6 +191,7 @@ class Segmentation(Task):
     monitor = "val_mean_iou"
     monitor_mode = "max"
     headline_metrics = ("mean_iou", "dice", "pixel_accuracy")
+    raw_serving_output = "probabilities"
 
     def __init__(self, loss: str = "cross_entropy_dice", class_weights: list | None = None, focal_gamma: float = 2.0,
                  ignore_index: int = IGNORE_INDEX, gallery_every: int = 5, gallery_images: int = 8):
