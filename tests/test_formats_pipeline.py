@@ -89,8 +89,8 @@ def case(data: str, task: str, slow: bool = True):
     return pytest.param(data, task, id=f"{data}-{task}", marks=[pytest.mark.slow] if slow else [])
 
 
-# The two csv cases are the cheapest (12-14 s each on a 2-core CPU) and run in `make test`; the others
-# take 20-45 s each.
+# The two csv cases (about 13 s each on a 2-core CPU, and between them both image-level tasks) run in
+# `make test`; the other eight take 12-45 s each and are marked slow.
 @pytest.mark.parametrize("data, task", [
     case("folder", "classification"),
     case("csv", "classification", slow=False),
