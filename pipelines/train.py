@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from visionkit.errors import UserError
 from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
 from visionkit.training.checkpoints import BEST, TrainingState, read_state, restore_training
-from visionkit.training.distribute import make_strategy, strategy_scope
+from visionkit.training.distribute import (build_before_fit, is_chief, is_multi_worker, make_strategy,
+                                           multi_worker_dataset, strategy_scope, worker_of)
 from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
                                     training_targets)
 
@@ -47,6 +49,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     task = context.load_task(cfg)
     tta = checked_tta(cfg, task)  # before training, not after it
     bundle = context.load_data(cfg, task)
+    chief = is_chief(strategy)
+    if not chief:
+        cfg.tracking.enabled = False  # one MLflow run per training, the chief's
     tracker, tracking = context.make_tracker(cfg)
     if strategy is not None:
         print(f"trainer.strategy={trainer.strategy}: {strategy.num_replicas_in_sync} replicas, "
@@ -63,6 +68,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             restore_training(model, checkpoints)
         train_data.start_at_epoch(initial_epoch)  # the shuffling and augmentation the uninterrupted run would see
         print(f"resuming {run_dir} after epoch {initial_epoch} of {trainer.epochs}")
+    if is_multi_worker(strategy):
+        build_before_fit(model, strategy, train_data[0])
+        train_data, val_data = (multi_worker_dataset(loader, strategy) for loader in (train_data, val_data))
 
     metadata = context.model_metadata(cfg, task, bundle, model)
     context.write_metadata(checkpoints, metadata)
@@ -83,8 +91,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(tracker.keras_callback())
         fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=callbacks, initial_epoch=initial_epoch)
         best_monitor = next(c.best for c in callbacks if isinstance(c, TrainingState))
-        model.load_weights(checkpoints / BEST)  # the model we report and ship is the best one
-        model = inference_model(model)  # without auxiliary training heads
+        if not chief:
+            print(f"worker {worker_of(os.environ.get('TF_CONFIG'))[0]}: training done; worker 0 evaluates and exports")
+            return {}
+        model = best_model(model, checkpoints, strategy)  # the model we report and ship is the best one
         model.save(run_dir / "model.keras")
         metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=trainer.batch_size, tta=tta)
         if export.enabled:
@@ -97,6 +107,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # monitor, never a test metric, negated where lower is better.
     metrics["validation_score"] = best_monitor if task.monitor_mode == "max" else -best_monitor
     return metrics
+
+
+def best_model(model: keras.Model, checkpoints: Path, strategy) -> keras.Model:
+    """The best checkpoint's served model (no auxiliary training heads). Under multi_worker it is loaded
+    outside the strategy: evaluated by the chief alone, a distributed model would wait for the others."""
+    if is_multi_worker(strategy):
+        model = keras.saving.load_model(checkpoints / BEST, safe_mode=True, compile=False)
+    else:
+        model.load_weights(checkpoints / BEST)
+    return inference_model(model)
 
 
 def training_loaders(cfg: DictConfig, trainer: TrainerSettings, task, bundle, model) -> tuple[BatchLoader, BatchLoader]:
