@@ -105,7 +105,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     print_metrics(task, metrics)
     # What a hyper-parameter search maximises (hparams_search=...): the best epoch's validation
     # monitor, never a test metric, negated where lower is better.
-    metrics["validation_score"] = best_monitor if task.monitor_mode == "max" else -best_monitor
+    if best_monitor is not None:  # None only when no epoch ever finished with a finite monitor
+        metrics["validation_score"] = best_monitor if task.monitor_mode == "max" else -best_monitor
     return metrics
 
 
