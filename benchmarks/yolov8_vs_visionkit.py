@@ -7,7 +7,7 @@ the same `shapes` detection data for the same wall-clock budget, in one process,
 
 The same for every detector:
 - data: the training split of task=detection's data (`shapes`, 64x64 scenes), batched by one BatchLoader
-  setup: the same order, the task's `photometric` augmentation, batch size and seed;
+  setup: the same order, the task's augmentation (conf/task/detection.yaml), batch size and seed;
 - budget: training stops at the first batch end after --seconds of wall clock, counted from the start of
   model.fit (tracing and compiling the train step count: they are part of what training costs);
 - no validation while training, and the last weights are scored: the pipeline's per-epoch val_map50 and
