@@ -86,8 +86,8 @@ def fit(model: keras.Model, train_data, val_data, *, epochs: int, callbacks,
         initial_epoch: int = 0) -> keras.callbacks.History:
     """model.fit; afterwards a NaN loss is raised as TrainingDivergedError (the checkpoints stay the last good ones)."""
     # shuffle=False: the loader already shuffles its samples each epoch from its seed; Keras's own
-    # shuffling of a PyDataset's batch order (in its worker pool, from Python's global random state)
-    # would make a resumed run's order differ from the uninterrupted run's.
+    # shuffling of a PyDataset's batch order (from Python's global random state) would make a resumed
+    # or distributed run's order differ from the uninterrupted single run's.
     history = model.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
                         callbacks=callbacks, verbose=progress_verbosity(), shuffle=False)
     for callback in callbacks:
