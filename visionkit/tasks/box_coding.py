@@ -37,6 +37,14 @@ def decode_deltas(anchors, deltas):
     return ops.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], axis=-1)
 
 
+def iou_with_truths(boxes, truths, valid):
+    """IoU of each box [B, N, 4] with each truth [B, M, 4], -1 against padding rows (`valid` [B, M]
+    false), so that a padded truth is never any box's best. [B, N, M]"""
+    from keras_cv import bounding_box
+
+    return ops.where(valid[:, None, :], bounding_box.compute_iou(boxes, truths, "xyxy"), -1.0)
+
+
 def match_anchors(anchors, boxes, valid, positive_iou: float, negative_iou: float):
     """Assign each anchor [B, A, 4] a truth box [B, M, 4] (`valid` [B, M] marks the real ones).
 
@@ -45,10 +53,7 @@ def match_anchors(anchors, boxes, valid, positive_iou: float, negative_iou: floa
     whatever their IoU, so that objects smaller than every anchor are still learned.
     Returns (index of the matched truth [B, A], positive [B, A] bool, negative [B, A] bool).
     """
-    from keras_cv import bounding_box
-
-    iou = bounding_box.compute_iou(anchors, boxes, "xyxy")  # [B, A, M]
-    iou = ops.where(valid[:, None, :], iou, -1.0)
+    iou = iou_with_truths(anchors, boxes, valid)  # [B, A, M]
     best_for_truth = ops.max(iou, axis=1, keepdims=True)
     is_best = ops.logical_and(ops.equal(iou, best_for_truth), best_for_truth > 0)
     matched = ops.argmax(iou + 2.0 * ops.cast(is_best, iou.dtype), axis=-1)

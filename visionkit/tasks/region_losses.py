@@ -25,7 +25,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from visionkit.tasks.box_coding import encode_deltas, match_anchors, matched_truths, smooth_l1
+from visionkit.tasks.box_coding import (encode_deltas, iou_with_truths, match_anchors, matched_truths,
+                                        smooth_l1)
 
 
 def minibatch_expectation(losses, objects, background, size: int, object_fraction: float):
@@ -100,11 +101,9 @@ class RegionLoss(keras.losses.Loss):
         self.box_weight = float(box_weight)
 
     def call(self, y_true, y_pred):
-        from keras_cv import bounding_box
-
         regions, logits, deltas = y_pred[:, :, 0, :4], y_pred[..., 8], y_pred[:, :, 1:, 4:8]
         boxes, classes = y_true[..., :4], y_true[..., 4]
-        iou = ops.where((classes >= 0)[:, None, :], bounding_box.compute_iou(regions, boxes, "xyxy"), -1.0)
+        iou = iou_with_truths(regions, boxes, classes >= 0)
         objects = ops.cast(ops.max(iou, axis=-1) >= self.foreground_iou, y_pred.dtype)  # [B, R]
         truth_boxes, truth_classes = matched_truths(boxes, classes, ops.argmax(iou, axis=-1))
         labels = ops.cast(objects * (truth_classes + 1), "int32")  # 0: background
