@@ -168,6 +168,9 @@ def test_builder_checks_name_the_option():
         builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "feature_stride": 64})
     with pytest.raises(ValueError, match="pooling in .* received 2, 'average'"):
         builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "pooling": "average"})
+    with pytest.raises(ValueError, match=r"anchor_sizes and aspect_ratios must be non-empty lists of positive numbers, "
+                                         r"received \[8, 0\] and \[1.0\]"):
+        builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "anchor_sizes": (8, 0)})
     with pytest.raises(ValueError, match="pre_nms_proposals >= proposals"):
         builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "pre_nms_proposals": 8})
     assert MODELS.meta("faster_rcnn")["tasks"] == ("detection",)
