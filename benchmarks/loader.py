@@ -70,8 +70,8 @@ def loader_rate(loader: BatchLoader, epochs: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="classification", choices=sorted(TASK_NEEDS))
-    parser.add_argument("--rounds", type=int, default=8, help="alternations of array and loader training")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per fit (the first one is not timed)")
+    parser.add_argument("--rounds", type=int, default=10, help="alternations of array and loader training")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per fit (the first one is not timed)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.multiprocessing=true")
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
