@@ -36,6 +36,7 @@ from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 from pipelines import context  # noqa: E402
 from pipelines.run import CONF_DIR  # noqa: E402  (also registers the config resolvers)
 from pipelines.settings import TrainerSettings, typed  # noqa: E402
+from pipelines.train import apply_cpu_threads  # noqa: E402
 from visionkit.data.augment import build_augmenter  # noqa: E402
 from visionkit.data.loader import BatchLoader  # noqa: E402
 from visionkit.training.fit import TrainSettings, compile_model, training_targets  # noqa: E402
@@ -82,6 +83,7 @@ def main() -> None:
 
     cfg = load_config(args.task, args.overrides)
     trainer = typed(cfg.trainer, TrainerSettings, "trainer")
+    apply_cpu_threads(trainer)  # before TensorFlow starts, as the pipeline does
     keras.utils.set_random_seed(trainer.seed)
     task = context.load_task(cfg)
     bundle = context.load_data(cfg, task)

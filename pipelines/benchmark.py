@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines import context
 from pipelines.settings import BenchmarkSettings, TrainerSettings, positive, typed
-from pipelines.train import compile_for_training, set_precision, training_loaders
+from pipelines.train import apply_cpu_threads, compile_for_training, set_precision, training_loaders
 from visionkit.analysis import layer_table, totals
 from visionkit.data.loader import BatchLoader
 from visionkit.errors import UserError
@@ -35,6 +35,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer = typed(cfg.trainer, TrainerSettings, "trainer")
     for key in ("batch_size", "workers"):
         positive(getattr(trainer, key), f"trainer.{key}")
+    apply_cpu_threads(trainer)  # before TensorFlow starts
     set_precision(trainer.precision)
     keras.utils.set_random_seed(trainer.seed)
     task = context.load_task(cfg)

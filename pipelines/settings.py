@@ -31,6 +31,7 @@ class TrainerSettings:
     jit_compile: str = "auto"
     strategy: str = "none"
     cpu_devices: int = 0
+    cpu_threads: int = 0
     multiprocessing: bool = False
     prefetch: int = 10
 

@@ -24,6 +24,7 @@ from visionkit.models.common import inference_model
 from visionkit.training.checkpoints import BEST, TrainingState, read_state, restore_training
 from visionkit.training.distribute import (build_before_fit, is_chief, is_multi_worker, make_strategy,
                                            multi_worker_dataset, strategy_scope, worker_of)
+from visionkit.training.devices import set_cpu_threads
 from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
                                     training_targets)
 
@@ -35,6 +36,13 @@ def model_summary(model: keras.Model) -> str:
     return buffer.getvalue()
 
 
+def apply_cpu_threads(trainer: TrainerSettings) -> None:
+    """trainer.cpu_threads, or a line saying why this process keeps the threads it has."""
+    notice = set_cpu_threads(trainer.cpu_threads)
+    if notice:
+        print(notice)
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     trainer = typed(cfg.trainer, TrainerSettings, "trainer")
     export = export_settings(cfg)
@@ -43,7 +51,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     run_dir = context.output_dir()
     checkpoints = run_dir / "checkpoints"
     state = resume_state(cfg, checkpoints) if cfg.get("resume") else start_state(cfg, checkpoints)
-    strategy = make_strategy(trainer.strategy, cpu_devices=trainer.cpu_devices)  # before TensorFlow starts
+    apply_cpu_threads(trainer)  # like the strategy, before TensorFlow starts
+    strategy = make_strategy(trainer.strategy, cpu_devices=trainer.cpu_devices)
     set_precision(trainer.precision)
     keras.utils.set_random_seed(trainer.seed)
     task = context.load_task(cfg)
@@ -157,9 +166,10 @@ def log_run_description(cfg: DictConfig, model, bundle, tracker) -> None:
 
 
 # A resumed run must be the same experiment: these sections must match the saved configuration,
-# except for how long it trains and how its data is loaded.
+# except for how long it trains, how its data is loaded and on how many CPU threads.
 EXPERIMENT_SECTIONS = ("task.", "model.", "data.", "augment.", "trainer.", "profile")
-RESUMABLE_KEYS = ("trainer.epochs", "trainer.workers", "trainer.multiprocessing", "trainer.prefetch")
+RESUMABLE_KEYS = ("trainer.epochs", "trainer.workers", "trainer.multiprocessing", "trainer.prefetch",
+                  "trainer.cpu_threads")
 RUN_CONFIG = "config.yaml"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # A mixed-precision model computes in 16 bits, and the SavedModel's kernels round differently from

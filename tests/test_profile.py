@@ -60,3 +60,17 @@ def test_a_profile_naming_a_missing_key_or_an_unknown_profile_is_an_error(machin
         context.apply_profile(cfg)
     with pytest.raises(UserError, match=r"profile must be one of auto, cpu, full, received 'gpu'"):
         context.apply_profile(composed("profile=gpu"))
+
+
+def test_lenet5_on_digits_runs_tensorflow_on_one_thread_without_a_gpu(machine):
+    machine()
+    default = composed()
+    context.apply_profile(default)
+    assert default.trainer.cpu_threads == 1
+    other_model = composed("model=alexnet")
+    context.apply_profile(other_model)
+    assert other_model.trainer.cpu_threads == 0  # one per core
+    machine(accelerators=["/physical_device:GPU:0"])
+    on_gpu = composed()
+    context.apply_profile(on_gpu)
+    assert on_gpu.trainer.cpu_threads == 0
