@@ -7,7 +7,7 @@ of them stays visible. Augmentation is seeded per batch, so a run is reproducibl
 number of loader workers.
 
 Lists made only of transforms with a batched equivalent (visionkit.data.batched: Affine,
-RandomBrightnessContrast and the flips) run a batch at a time, about ten times cheaper on small
+RandomBrightnessContrast and the flips) run a batch at a time, about eight times cheaper on small
 images; `batched=False` keeps one Albumentations call per sample.
 """
 

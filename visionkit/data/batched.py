@@ -5,7 +5,7 @@ One Albumentations call costs about 60 µs of Python on a 32x32 image (Compose's
 matrices composed from six 3x3 products, an identity test), of which the warp itself is 3 µs; LeNet-5
 trains in about 75 µs per image. On two cores the loader then takes half the machine. Here a batch's
 parameters are drawn at once with numpy, the matrices are composed for the whole batch, and each image
-goes straight to cv2.warpAffine or through a lookup table: about a tenth of the cost.
+goes straight to cv2.warpAffine or through a lookup table: about an eighth of the cost.
 
 Only what can be matched exactly is batched: Affine (fit_output false), RandomBrightnessContrast,
 HorizontalFlip and VerticalFlip, on uint8 images of one size, with or without masks, without boxes.
