@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from visionkit.tracking import flatten
 from visionkit.models.common import inference_model
 from visionkit.training.checkpoints import BEST, TrainingState, read_state, restore_training
 from visionkit.training.distribute import (build_before_fit, is_chief, is_multi_worker, make_strategy,
-                                           multi_worker_dataset, strategy_scope, worker_of)
+                                           multi_worker_dataset, strategy_scope, this_worker)
 from visionkit.training.devices import set_cpu_threads
 from visionkit.training.fit import (TrainSettings, checkpoint_callbacks, compile_model, fit, monitored_metric,
                                     training_targets)
@@ -101,7 +100,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         fit(model, train_data, val_data, epochs=trainer.epochs, callbacks=callbacks, initial_epoch=initial_epoch)
         best_monitor = next(c.best for c in callbacks if isinstance(c, TrainingState))
         if not chief:
-            print(f"worker {worker_of(os.environ.get('TF_CONFIG'))[0]}: training done; worker 0 evaluates and exports")
+            print(f"worker {this_worker()[0]}: training done; worker 0 evaluates and exports")
             return {}
         model = best_model(model, checkpoints, strategy)  # the model we report and ship is the best one
         model.save(run_dir / "model.keras")

@@ -51,7 +51,7 @@ def make_strategy(name: str, *, cpu_devices: int = 0):
     import tensorflow as tf
 
     if name == "multi_worker":
-        worker_of(os.environ.get("TF_CONFIG"))  # a clear error before TensorFlow tries to connect
+        this_worker()  # a clear error before TensorFlow tries to connect
         patch_keras_for_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
@@ -83,6 +83,11 @@ def worker_of(tf_config: str | None) -> tuple[int, int]:
     return index, len(workers)
 
 
+def this_worker() -> tuple[int, int]:
+    """(this process's worker index, number of workers), from this process's TF_CONFIG."""
+    return worker_of(os.environ.get("TF_CONFIG"))
+
+
 def is_multi_worker(strategy) -> bool:
     if strategy is None:
         return False
@@ -93,7 +98,7 @@ def is_multi_worker(strategy) -> bool:
 
 def is_chief(strategy) -> bool:
     """Whether this process tracks, evaluates and exports: always, except for workers 1..N-1."""
-    return not is_multi_worker(strategy) or worker_of(os.environ.get("TF_CONFIG"))[0] == 0
+    return not is_multi_worker(strategy) or this_worker()[0] == 0
 
 
 def worker_steps(batch_sizes: list[int], workers: int) -> int:
