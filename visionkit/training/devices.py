@@ -34,12 +34,9 @@ def set_cpu_threads(count: int) -> str | None:
         return None
     import tensorflow as tf
 
-    threading = tf.config.threading
-    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == (count, count):
-        return None
-    try:
-        threading.set_intra_op_parallelism_threads(count)
-        threading.set_inter_op_parallelism_threads(count)
+    try:  # TensorFlow accepts a count equal to the current one at any time, another only before it starts
+        tf.config.threading.set_intra_op_parallelism_threads(count)
+        tf.config.threading.set_inter_op_parallelism_threads(count)
     except RuntimeError:  # the runtime already started in this process (e.g. an earlier run in the same Python)
         return f"trainer.cpu_threads={count} not applied: TensorFlow already started in this process"
     return None
