@@ -116,9 +116,10 @@ class Augmenter:
         self.min_visibility = min_visibility
         self.min_area = min_area
         self.batched = batched
-        self._compose(CHECK_SIZE, with_boxes=True)  # fail early on a bad spec
-        # Stateless (each batch brings its own generator), so the threads share it.
-        self._pipeline = BatchedPipeline.build(self._compose(CHECK_SIZE, with_boxes=False)) if batched else None
+        checked = self._compose(CHECK_SIZE, with_boxes=True)  # fail early on a bad spec
+        # Built from the transforms' settings alone; stateless (each batch brings its own generator),
+        # so the threads share it.
+        self._pipeline = BatchedPipeline.build(checked) if batched else None
         self._local = threading.local()
 
     def _compose(self, image_size: tuple[int, int], with_boxes: bool) -> A.Compose:
