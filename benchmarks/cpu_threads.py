@@ -21,35 +21,18 @@ from pathlib import Path
 SETTINGS = (0, 1)
 
 
-def child(task: str, overrides: list[str], epochs: int) -> None:
+def child(task_name: str, overrides: list[str], epochs: int) -> None:
     """Trains on the training images as one array and prints {"rate": images/s} on its last line."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from loader import load_config  # the pipeline's config, with the profile applied
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+    from configured import load_config, model_on_arrays, prepare
     from timing import EpochRates
 
-    cfg = load_config(task, overrides)
-    import keras
-    import numpy as np
-
-    from pipelines import context
-    from pipelines.settings import TrainerSettings, typed
-    from pipelines.train import apply_cpu_threads
-    from visionkit.training.fit import TrainSettings, compile_model, training_targets
-
-    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
-    apply_cpu_threads(trainer)
-    keras.utils.set_random_seed(trainer.seed)
-    task = context.load_task(cfg)
-    bundle = context.load_data(cfg, task)
-    model = context.build_model(cfg, task, bundle)
-    targets = training_targets(task.encode_targets, model)
-    steps = -(-len(bundle.train) // trainer.batch_size)
-    compile_model(model, task, TrainSettings(epochs=epochs, learning_rate=trainer.learning_rate,
-                                             optimizer=trainer.optimizer), steps_per_epoch=steps)
-    train = bundle.train
-    rates = EpochRates(len(train))
-    model.fit(np.ascontiguousarray(train.images), targets([train.sample(i) for i in range(len(train))]),
-              batch_size=trainer.batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[rates])
+    cfg = load_config([f"task={task_name}", *overrides])
+    trainer, task, bundle = prepare(cfg)
+    model, _, images, encoded = model_on_arrays(cfg, trainer, task, bundle)
+    rates = EpochRates(len(bundle.train))
+    model.fit(images, encoded, batch_size=trainer.batch_size, epochs=epochs, shuffle=True, verbose=0,
+              callbacks=[rates])
     print(json.dumps({"rate": statistics.median(rates.rates), "model": cfg.model.name, "data": cfg.data.name}))
 
 

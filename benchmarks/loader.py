@@ -28,29 +28,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter  # noqa: E402  (what fit uses)
 
+from configured import load_config, model_on_arrays, prepare  # noqa: E402  (benchmarks/configured.py)
 from pipelines import context  # noqa: E402
-from pipelines.run import CONF_DIR  # noqa: E402  (also registers the config resolvers)
-from pipelines.settings import TrainerSettings, typed  # noqa: E402
-from pipelines.train import apply_cpu_threads  # noqa: E402
+from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
 from visionkit.data.augment import build_augmenter  # noqa: E402
 from visionkit.data.loader import BatchLoader  # noqa: E402
-from visionkit.training.fit import TrainSettings, compile_model, training_targets  # noqa: E402
-from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
 
 TASK_NEEDS = {"classification": (), "segmentation": ("visionkit/tasks/segmentation.py", "visionkit/models/unet.py")}
-
-
-def load_config(task: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"task={task}", *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # the profile keeps the keys given on the command line
-    context.apply_profile(cfg)
-    return cfg
 
 
 def loader_rate(loader: BatchLoader, epochs: int) -> tuple[float, float]:
@@ -81,12 +67,8 @@ def main() -> None:
         print(f"task={args.task}: skipped, {', '.join(missing)} not there yet")
         return
 
-    cfg = load_config(args.task, args.overrides)
-    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
-    apply_cpu_threads(trainer)  # before TensorFlow starts, as the pipeline does
-    keras.utils.set_random_seed(trainer.seed)
-    task = context.load_task(cfg)
-    bundle = context.load_data(cfg, task)
+    cfg = load_config([f"task={args.task}", *args.overrides])
+    trainer, task, bundle = prepare(cfg)
     augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
     train = bundle.train
     print(f"task={args.task} model={cfg.model.name} data={cfg.data.name} augment={len(cfg.augment.transforms)} "
@@ -102,15 +84,10 @@ def main() -> None:
         rate, cpu = loader_rate(loader, args.epochs)
         print(f"  {workers} {kind:9s} {rate:9.0f}   {cpu * 1e6:6.0f}")
 
-    model = context.build_model(cfg, task, bundle)
-    targets = training_targets(task.encode_targets, model)
+    model, targets, images, encoded = model_on_arrays(cfg, trainer, task, bundle)
     loader = BatchLoader(train, targets, batch_size=trainer.batch_size, augmenter=augmenter, shuffle=True,
                          seed=trainer.seed, workers=trainer.workers, use_multiprocessing=trainer.multiprocessing,
                          max_queue_size=trainer.prefetch)
-    compile_model(model, task, TrainSettings(epochs=trainer.epochs, learning_rate=trainer.learning_rate,
-                                             optimizer=trainer.optimizer), steps_per_epoch=len(loader))
-    images = np.ascontiguousarray(train.images)
-    encoded = targets([train.sample(i) for i in range(len(train))])
     arrays, augmented, ratios = EpochRates(len(train)), EpochRates(len(train)), []
     for _ in range(args.rounds):
         model.fit(images, encoded, batch_size=trainer.batch_size, epochs=args.epochs, shuffle=True, verbose=0,

@@ -30,22 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
+from configured import load_config, prepare  # noqa: E402  (benchmarks/configured.py)
 from pipelines import context  # noqa: E402
+from pipelines.settings import TrainerSettings  # noqa: E402
 from pipelines.train import compile_for_training, training_loaders  # noqa: E402  (mode=train's wiring)
-from pipelines.run import CONF_DIR  # noqa: E402  (also registers the config resolvers)
-from pipelines.settings import TrainerSettings, typed  # noqa: E402
 from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
-
-
-def load_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["augment=none", *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # the CPU/GPU profile keeps the keys given on the command line
-    context.apply_profile(cfg)
-    return cfg
 
 
 def pipeline_side(cfg, trainer: TrainerSettings, task, bundle):
@@ -74,10 +64,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=resnet18 data=shapes")
     args = parser.parse_args()
 
-    cfg = load_config(args.overrides)
-    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
-    task = context.load_task(cfg)
-    bundle = context.load_data(cfg, task)
+    cfg = load_config(["augment=none", *args.overrides])
+    trainer, task, bundle = prepare(cfg)
     sides = {}
     for name, build in (("plain", plain_side), ("pipeline", pipeline_side)):
         keras.utils.set_random_seed(trainer.seed)  # the same initial weights on both sides

@@ -46,17 +46,16 @@ from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 import keras  # noqa: E402
 import keras_cv  # noqa: E402
 import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
+from configured import load_config, prepare  # noqa: E402  (benchmarks/configured.py)
 from pipelines import context  # noqa: E402
-from pipelines.run import CONF_DIR  # noqa: E402  (also registers the config resolvers)
-from pipelines.settings import TrainerSettings, typed  # noqa: E402
+from pipelines.settings import TrainerSettings  # noqa: E402
 from pipelines.train import compile_for_training, jit_compile, training_loaders  # noqa: E402  (mode=train's wiring)
 from visionkit.analysis.detection_metrics import coco_metrics  # noqa: E402
 from visionkit.data.augment import build_augmenter  # noqa: E402
@@ -103,7 +102,7 @@ class WallClockBudget(keras.callbacks.Callback):
         self.elapsed = time.perf_counter() - self.start
 
 
-def load_config(model: str, args: argparse.Namespace):
+def detection_config(model: str, args: argparse.Namespace):
     """task=detection's configuration with our model, as `python -m pipelines.run` composes it."""
     overrides = ["task=detection", f"model={model}", "tracking=none", "trainer.schedule=constant",
                  f"trainer.seed={args.seed}"]
@@ -111,11 +110,7 @@ def load_config(model: str, args: argparse.Namespace):
         overrides.append(f"trainer.batch_size={args.batch_size}")
     if args.limit is not None:
         overrides.append(f"data.limit={args.limit}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # the CPU/GPU profile keeps the keys given above
-    context.apply_profile(cfg)
-    return cfg
+    return load_config(overrides)
 
 
 def score_on_test_split(detections: list[dict], task, bundle) -> dict[str, float]:
@@ -135,11 +130,8 @@ def result_row(detector: str, model: keras.Model, budget: WallClockBudget, steps
 
 def train_visionkit(model_name: str, args: argparse.Namespace) -> dict:
     """Our detector, built, compiled and fitted by the library as mode=train does, within the budget."""
-    cfg = load_config(model_name, args)
-    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
-    keras.utils.set_random_seed(trainer.seed)
-    task = context.load_task(cfg)
-    bundle = context.load_data(cfg, task)
+    cfg = detection_config(model_name, args)
+    trainer, task, bundle = prepare(cfg)
     model = context.build_model(cfg, task, bundle)
     train_data, _ = training_loaders(cfg, trainer, task, bundle, model)
     compile_for_training(model, task, trainer, steps_per_epoch=len(train_data))
@@ -191,11 +183,8 @@ def yolo_detections(model: keras.Model, images: np.ndarray, batch_size: int) -> 
 
 def train_yolo(args: argparse.Namespace) -> dict:
     """keras-cv's YOLOv8 on the same batches, with the same budget and scoring."""
-    cfg = load_config("retinanet", args)  # only the task, data, augment and trainer sections are used
-    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
-    keras.utils.set_random_seed(trainer.seed)
-    task = context.load_task(cfg)
-    bundle = context.load_data(cfg, task)
+    cfg = detection_config("retinanet", args)  # only the task, data, augment and trainer sections are used
+    trainer, task, bundle = prepare(cfg)
     print(f"{cfg.data.name}: {len(bundle.train)} training / {len(bundle.test)} test images of "
           f"{'x'.join(map(str, bundle.image_shape))}, batch {trainer.batch_size}, "
           f"augment={HydraConfig.get().runtime.choices.augment}")
