@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -5,7 +6,7 @@ import pytest
 from visionkit.errors import UserError
 from visionkit.models import MODELS
 from visionkit.data import DATASETS
-from visionkit.registry import Registry, unknown_name_message
+from visionkit.registry import Registry, import_submodules, unknown_name_message
 from visionkit.tasks import TASKS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -53,3 +54,15 @@ def test_every_tuning_file_names_a_registered_task_dataset_and_model():
     for path in tuning:
         assert path.stem in combinations, f"conf/tuning/{path.name} is not <task>_<data>_<model>"
         assert path.read_text().startswith("# "), f"conf/tuning/{path.name} must say why in a first comment"
+
+
+def test_import_submodules_imports_every_module_but_the_skipped_and_private(tmp_path, monkeypatch):
+    package = tmp_path / "zoo_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("alpha", "beta", "shared", "_private"):
+        (package / f"{name}.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_submodules("zoo_pkg", skip={"shared"})
+    imported = {name for name in sys.modules if name.startswith("zoo_pkg.")}
+    assert imported == {"zoo_pkg.alpha", "zoo_pkg.beta"}

@@ -7,6 +7,8 @@ the registry key and the builder's name are the same string.
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from typing import Any, Callable, Iterable
 
 from visionkit.errors import UserError
@@ -18,6 +20,15 @@ def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.7)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown {kind} '{name}'{hint}; available: {', '.join(choices)}"
+
+
+def import_submodules(package: str, skip: set[str] = frozenset()) -> None:
+    """Import every module of `package` except those named in `skip` or starting with "_", so that a
+    new file registers its entries without being listed anywhere."""
+    path = importlib.import_module(package).__path__
+    for module in pkgutil.iter_modules(path):
+        if module.name not in skip and not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")
 
 
 class Registry:

@@ -3,19 +3,12 @@ this package imports every family module, so a new file is found without being l
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import keras
 
 from visionkit.errors import UserError
-from visionkit.registry import MODELS
+from visionkit.registry import MODELS, import_submodules
 
-SHARED_MODULES = {"common"}  # helpers, not model families
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in SHARED_MODULES and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, skip={"common"})  # common holds helpers, not a model family
 
 
 def available(task: str | None = None) -> list[str]:
