@@ -4,6 +4,7 @@ temporary run directory and MLflow store."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def nvidia_gpus() -> list[str]:
+    """The NVIDIA GPUs `nvidia-smi -L` lists; asked without starting a Keras backend in the test process."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    return [line for line in done.stdout.splitlines() if line.startswith("GPU ")] if done.returncode == 0 else []
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` check what only a GPU run does; without one they are skipped, saying why."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if gpu_tests and not nvidia_gpus():
+        skip = pytest.mark.skip(reason="needs an NVIDIA GPU (nvidia-smi lists none on this machine)")
+        for item in gpu_tests:
+            item.add_marker(skip)
 
 
 class PipelineRun:
