@@ -13,7 +13,7 @@ from visionkit.data.loader import BatchLoader
 
 def predict_split(model, task, split, batch_size: int, tta: str = "none") -> np.ndarray:
     """The model's outputs on a split, averaged over test-time augmented views when `tta` (eval.tta) says so."""
-    from visionkit.data.tta import check_tta, predict_tta
+    from visionkit.data.augment.tta import check_tta, predict_tta
 
     loader = BatchLoader(split, task.encode_targets, batch_size=batch_size)
     if check_tta(tta) == "none":
@@ -40,7 +40,7 @@ def evaluate_and_log(model, task, bundle, tracker, *, batch_size: int, prefix: s
 
 def checked_tta(cfg: DictConfig, task) -> str:
     """eval.tta, checked before any work: a known mode, for a task whose outputs can be averaged."""
-    from visionkit.data.tta import check_tta
+    from visionkit.data.augment.tta import check_tta
     from visionkit.errors import UserError
 
     tta = check_tta(cfg.eval.tta)

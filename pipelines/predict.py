@@ -72,7 +72,7 @@ def averaged_over_views(serve, task, tta: str):
         return serve
     from keras import ops
 
-    from visionkit.data.tta import predict_tta
+    from visionkit.data.augment.tta import predict_tta
 
     def serve_averaged(images):
         raw = predict_tta(lambda view: serve(view)[task.raw_serving_output], images, tta)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from visionkit.data.augment import IGNORE_INDEX, build_augmenter
-from visionkit.data.transforms import SobelFilter
+from visionkit.data.augment import build_augmenter
+from visionkit.data.augment.transforms import SobelFilter
+from visionkit.data.core import IGNORE_INDEX
 from visionkit.errors import UserError
 
 PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "augment").glob("*.yaml"))

@@ -11,9 +11,10 @@ import pytest
 from albumentations.augmentations.geometric.functional import center, create_affine_transformation_matrix
 from scipy.stats import ks_2samp
 
-from visionkit.data.augment import IGNORE_INDEX, build_augmenter
-from visionkit.data.batched import (BatchedAffine, BatchedBrightnessContrast, BatchedPipeline, affine_matrices,
-                                    opencv_without_ipp)
+from visionkit.data.augment import build_augmenter
+from visionkit.data.augment.batched import (BatchedAffine, BatchedBrightnessContrast, BatchedPipeline,
+                                            affine_matrices, opencv_without_ipp)
+from visionkit.data.core import IGNORE_INDEX
 from visionkit.errors import UserError
 
 DRAWS = 3000

@@ -1,11 +1,13 @@
+import pkgutil
+
 import numpy as np
 import pytest
 
-from visionkit.data import load
+from visionkit.data import DATASETS, load, sources
 from visionkit.data.augment import build_augmenter
 from visionkit.data.core import split_indices
 from visionkit.data.loader import BatchLoader
-from visionkit.data.shapes import CLASS_NAMES
+from visionkit.data.sources.shapes import CLASS_NAMES
 from visionkit.errors import UserError
 
 
@@ -125,3 +127,13 @@ def test_loader_batches_and_shuffles_reproducibly(scenes):
     assert not np.array_equal(loader[0][0], twin[0][0])
     seen = np.concatenate([loader[i][1] for i in range(len(loader))])
     np.testing.assert_array_equal(np.sort(seen, axis=0), np.sort(scenes.train.targets["target"], axis=0))
+
+
+def test_every_source_module_is_discovered_and_registers_the_dataset_of_its_name():
+    # The module, the registered name and the function are what the user types (data=csv), so a new
+    # file in sources/ is a new dataset without being listed anywhere.
+    modules = {module.name for module in pkgutil.iter_modules(sources.__path__)}
+    assert modules == set(DATASETS.names())
+    for name in modules:
+        source = DATASETS.get(name)
+        assert (source.__module__, source.__name__) == (f"visionkit.data.sources.{name}", name)

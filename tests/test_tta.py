@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.evaluate import predict_split
 from visionkit.data.core import Split
-from visionkit.data.tta import multicrop_views, predict_tta
+from visionkit.data.augment.tta import multicrop_views, predict_tta
 from visionkit.errors import UserError
 from visionkit.tasks import get_task
 

@@ -1,9 +1,10 @@
-"""Datasets. Each source module registers its loader in DATASETS when imported."""
+"""Datasets: the sources (sources/, one module per dataset name, each registered in DATASETS), the sample
+contract (core.py), decoding (images.py), verification (verify.py), the loader (loader.py) and augmentation
+(augment/)."""
 
 from __future__ import annotations
 
-from visionkit.data import digits, shapes  # noqa: F401  (registers the datasets)
-from visionkit.data import coco, digit_scenes, folder, masks, table, tfds_source, yolo  # noqa: F401
+from visionkit.data import sources  # noqa: F401  (registers every dataset)
 from visionkit.data.core import DataBundle, Split
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS

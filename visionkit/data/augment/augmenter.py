@@ -6,9 +6,9 @@ where a transform creates new border pixels, boxes clipped to the image and drop
 of them stays visible. Augmentation is seeded per batch, so a run is reproducible whatever the
 number of loader workers.
 
-Lists made only of transforms with a batched equivalent (visionkit.data.batched: Affine,
-RandomBrightnessContrast and the flips) run a batch at a time, about eight times cheaper on small
-images; `batched=False` keeps one Albumentations call per sample.
+Lists made only of transforms with a batched equivalent (batched.py: Affine, RandomBrightnessContrast
+and the flips) run a batch at a time, about eight times cheaper on small images; `batched=False` keeps
+one Albumentations call per sample.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from visionkit.data.batched import BatchedPipeline
+from visionkit.data.augment.batched import BatchedPipeline
+from visionkit.data.augment.transforms import TRANSFORMS
 from visionkit.data.core import IGNORE_INDEX
-from visionkit.data.transforms import TRANSFORMS
 from visionkit.errors import UserError
 from visionkit.registry import unknown_name_message
 
