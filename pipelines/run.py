@@ -84,11 +84,26 @@ def app(cfg: DictConfig) -> float | None:
         report(error, 1)
 
 
+def print_models() -> None:
+    """--help's list of models: the tasks each supports, and which have ImageNet weights."""
+    from visionkit.models import MODELS  # imports keras: only for --help, so that a typo's check stays quick
+
+    width = max(map(len, MODELS.names()))
+    print("== Models ==\nmodel=<name>, the tasks it supports, and imagenet where model.weights=imagenet "
+          "starts from keras.applications' ImageNet weights\n")
+    for name in MODELS.names():
+        meta = MODELS.meta(name)
+        print(f"  {name:<{width}}  {', '.join(meta['tasks'])}{'  imagenet' if meta.get('imagenet') else ''}")
+    print()
+
+
 def main() -> None:
     try:
         check_overrides(sys.argv[1:])
     except UserError as error:
         report(error, 2)
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        print_models()
     app()
 
 

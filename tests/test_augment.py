@@ -2,23 +2,26 @@
 visionkit's own transforms, and mode=preview end to end."""
 
 import pickle
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from pipelines.run import CONF_DIR
 from visionkit.data.augment import build_augmenter
 from visionkit.data.augment.transforms import SobelFilter
 from visionkit.data.core import IGNORE_INDEX
 from visionkit.errors import UserError
 
-PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "augment").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (CONF_DIR / "augment").glob("*.yaml"))
 
 
 def preset(name: str) -> dict:
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "augment" / f"{name}.yaml").read_text())
+    """The `augment` section of augment=<name> as the pipeline composes it (shared keys included)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=[f"augment={name}"]).augment)
 
 
 def scene(height: int = 48, width: int = 40, channels: int = 3) -> dict:

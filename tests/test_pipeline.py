@@ -109,7 +109,7 @@ def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipelin
     (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
     (["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"], "error: predict.input is not a folder: /no/such/folder"),
     (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
-    (["model.weights=imagenet"], "error: model.weights=imagenet is available for vgg16, vgg19, resnet50, "),
+    (["model.weights=imagenet"], "error: model.weights=imagenet is available for densenet121, densenet169, "),
     (["model.freeze=c3_cnv"], "error: unknown layer of lenet5 for model.freeze 'c3_cnv' (did you mean 'c3_conv'?)"),
     (["trainer.optimizer=adamm"], "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'"),
     (["augment.transforms=[{name: Blurr}]"], "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)"),

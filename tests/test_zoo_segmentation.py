@@ -8,28 +8,23 @@ basic context module has 64·C² weights and a 67x67 receptive field (Table 1); 
 """
 
 import importlib.util
-import inspect
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
 
-from pipelines.settings import check_option_types
 from visionkit.analysis import layer_table, totals
 from visionkit.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from visionkit.models import MODELS, available
 from visionkit.models.dilated import ContextIdentity
 from visionkit.models.fcn import BilinearUpsampling
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 SEGMENTATION_MODELS = ("dilated", "fcn16s", "fcn32s", "fcn8s", "segnet", "unet")
 SMALL = (64, 64, 3)
 CLASSES = 3
@@ -355,16 +350,3 @@ def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(model(images)), atol=1e-6)
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
 
-
-@pytest.mark.parametrize("name", SEGMENTATION_MODELS)
-def test_config_file_documents_every_option_with_the_builder_defaults(name):
-    path = CONF / f"{name}.yaml"
-    options = yaml.safe_load(path.read_text())
-    assert options.pop("name") == name and options.pop("weights") is None and options.pop("freeze") is None
-    builder = MODELS.get(name)
-    check_option_types(builder, options, "model")
-    defaults = {key: parameter.default for key, parameter in inspect.signature(builder).parameters.items()}
-    assert options == {key: defaults[key] for key in options}
-    assert set(defaults) - set(options) == {"input_shape", "num_classes", "classifier_activation", "pixel_mean",
-                                            "pixel_std"}, "the pipeline passes these; every other option is in the file"
-    assert all("#" in line for line in path.read_text().splitlines()[1:] if line and not line.startswith("name:"))

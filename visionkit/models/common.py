@@ -86,16 +86,21 @@ def pooled_classifier(x, num_classes: int, dropout: float | None, activation: st
 
 
 def register_variants(namespace: dict, family: Callable[..., keras.Model], variants, *,
-                      describe: Callable[[str], str], **meta) -> None:
+                      describe: Callable[[str], str], imagenet: dict[str, tuple[str, str]] | None = None,
+                      **meta) -> None:
     """Register a builder per variant of a family, as module-level functions named after them.
 
     `family(variant, *, input_shape=..., ...)` builds any variant; each builder is that function with
     the variant fixed and the same keyword-only options and defaults, so option types are checked
-    against its signature and `help(vgg16)` shows them.
+    against its signature and `help(vgg16)` shows them. `imagenet` maps the variants whose ImageNet
+    weights keras.applications has to (its class name, the preprocessing they expect: "caffe" or
+    "torch"): their `imagenet` metadata, which visionkit.models.transfer reads; other variants get None.
     """
     options = list(inspect.signature(family).parameters.values())[1:]
     for variant in variants:
-        namespace[variant] = MODELS.register(variant, **meta)(_variant_builder(family, variant, options, describe))
+        variant_meta = {**meta, "imagenet": (imagenet or {}).get(variant)}
+        namespace[variant] = MODELS.register(variant, **variant_meta)(_variant_builder(family, variant, options,
+                                                                                        describe))
 
 
 def _variant_builder(family, variant: str, options, describe) -> Callable[..., keras.Model]:

@@ -86,4 +86,6 @@ def densenet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_to
 
 register_variants(globals(), densenet, VARIANTS, paper="Huang et al. 2017", tasks=IMAGE_TASKS,
                   paper_input=(224, 224, 3), paper_classes=1000,
+                  imagenet={"densenet121": ("DenseNet121", "torch"), "densenet169": ("DenseNet169", "torch"),
+                            "densenet201": ("DenseNet201", "torch")},
                   describe=lambda v: f"{v} (DenseNet-BC, dense blocks {VARIANTS[v]}); Huang et al. 2017.")

@@ -82,4 +82,6 @@ def resnet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=
 
 register_variants(globals(), resnet, VARIANTS, paper="He et al. 2016", tasks=IMAGE_TASKS, paper_input=(224, 224, 3),
                   paper_classes=1000,
+                  imagenet={"resnet50": ("ResNet50", "caffe"), "resnet101": ("ResNet101", "caffe"),
+                            "resnet152": ("ResNet152", "caffe")},
                   describe=lambda v: f"{v} ({VARIANTS[v][0]} blocks {VARIANTS[v][1]}); He et al. 2016.")

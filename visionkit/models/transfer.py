@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 
 from visionkit.errors import UserError
-from visionkit.registry import unknown_name_message
+from visionkit.registry import MODELS, unknown_name_message
 
 
 def copy_weights(source: keras.Model, target: keras.Model, *, skip: tuple[str, ...] = ()) -> list[str]:
@@ -34,15 +34,9 @@ def copy_weights(source: keras.Model, target: keras.Model, *, skip: tuple[str, .
     return copied
 
 
-# Zoo models whose architecture keras.applications shares, with the preprocessing its ImageNet
-# weights expect: "caffe" = BGR channel order minus the ImageNet mean, "torch" = RGB scaled to
-# 0..1 and standardised per channel.
-IMAGENET_SOURCES = {
-    "vgg16": ("VGG16", "caffe"), "vgg19": ("VGG19", "caffe"),
-    "resnet50": ("ResNet50", "caffe"), "resnet101": ("ResNet101", "caffe"), "resnet152": ("ResNet152", "caffe"),
-    "densenet121": ("DenseNet121", "torch"), "densenet169": ("DenseNet169", "torch"),
-    "densenet201": ("DenseNet201", "torch"),
-}
+# The preprocessing that ImageNet weights expect, per the mode of a model's `imagenet` metadata
+# (registered with the model): "caffe" = BGR channel order minus the ImageNet mean, "torch" = RGB
+# scaled to 0..1 and standardised per channel.
 CAFFE_MEAN_RGB = [123.68, 116.779, 103.939]
 TORCH_MEAN_RGB = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 TORCH_STD_RGB = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -54,11 +48,18 @@ def imagenet_pixel_stats(name: str) -> tuple[list[float], list[float]]:
     return (CAFFE_MEAN_RGB, [1.0] * 3) if mode == "caffe" else (TORCH_MEAN_RGB, TORCH_STD_RGB)
 
 
+def imagenet_models() -> list[str]:
+    """The zoo models whose ImageNet weights keras.applications has (their `imagenet` metadata)."""
+    return [name for name in MODELS.names() if MODELS.meta(name).get("imagenet")]
+
+
 def imagenet_source(name: str) -> tuple[str, str]:
-    if name not in IMAGENET_SOURCES:
-        raise UserError(f"model.weights=imagenet is available for {', '.join(IMAGENET_SOURCES)}, not '{name}'; "
+    """(keras.applications class, preprocessing mode) of the ImageNet weights of model `name`."""
+    source = MODELS.meta(name).get("imagenet")
+    if source is None:
+        raise UserError(f"model.weights=imagenet is available for {', '.join(imagenet_models())}, not '{name}'; "
                         f"use model.weights=<path> to start from a local weights file")
-    return IMAGENET_SOURCES[name]
+    return source
 
 
 def load_imagenet_weights(model: keras.Model, name: str, *, weights: str | None = "imagenet") -> list[str]:

@@ -63,4 +63,5 @@ def vgg(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=Tru
 
 register_variants(globals(), vgg, VARIANTS, paper="Simonyan & Zisserman 2015", tasks=IMAGE_TASKS,
                   paper_input=(224, 224, 3), paper_classes=1000,
+                  imagenet={"vgg16": ("VGG16", "caffe"), "vgg19": ("VGG19", "caffe")},
                   describe=lambda v: f"{v}: configuration {VARIANTS[v][0]} of Simonyan & Zisserman 2015, Table 1.")
