@@ -112,6 +112,13 @@ def test_the_models_section_of_help_marks_the_models_with_imagenet_weights(capsy
     assert sorted(name for name, row in rows.items() if row.endswith("imagenet")) == transfer.imagenet_models()
 
 
+def test_the_readme_model_table_marks_the_models_with_imagenet_weights():
+    readme = (CONF_DIR.parent / "README.md").read_text()
+    table = readme[readme.index("| model | paper | input | parameters | MACs | receptive field (last conv) | ImageNet"):]
+    rows = [row.split("|") for row in table[:table.index("\n\n")].splitlines()[2:]]
+    assert sorted(row[1].strip(" `") for row in rows if row[-2].strip() == "yes") == transfer.imagenet_models()
+
+
 def test_help_shows_the_models_and_no_shared_block_as_a_choice(pipeline):
     done = pipeline("--help")
     assert "== Models ==" in done.stdout and "== Configuration groups ==" in done.stdout
