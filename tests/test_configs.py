@@ -114,7 +114,7 @@ def test_the_models_section_of_help_marks_the_models_with_imagenet_weights(capsy
 
 def test_the_readme_model_table_marks_the_models_with_imagenet_weights():
     readme = (CONF_DIR.parent / "README.md").read_text()
-    table = readme[readme.index("| model | paper | input | parameters | MACs | receptive field (last conv) | ImageNet"):]
+    table = readme[readme.index("| model | paper | input | parameters | MACs | receptive field (last conv) |"):]
     rows = [row.split("|") for row in table[:table.index("\n\n")].splitlines()[2:]]
     assert sorted(row[1].strip(" `") for row in rows if row[-2].strip() == "yes") == transfer.imagenet_models()
 
