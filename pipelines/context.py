@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from visionkit.errors import UserError
@@ -146,6 +147,8 @@ def make_tracker(cfg: DictConfig):
     from visionkit.tracking import MlflowTracker, NullTracker
 
     settings = typed(cfg.tracking, TrackingSettings, "tracking")
+    if settings.register and not cfg.export.enabled:
+        raise UserError("tracking.register=true registers the exported SavedModel; it needs export.enabled=true")
     if not settings.enabled:
         return NullTracker(), settings
     return MlflowTracker(settings.uri, settings.artifact_root, system_metrics=settings.system_metrics,
@@ -164,11 +167,29 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """Experiment, run name and tags of this pipeline call."""
     overrides = " ".join(HydraConfig.get().overrides.task)
     commit = git_commit()
-    return {"experiment": cfg.task.name, "run_name": f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+    return {"experiment": cfg.task.name, "run_name": run_name(cfg, HydraConfig.get()),
             "tags": {"task": cfg.task.name, "model": cfg.model.name, "data": cfg.data.name, "mode": cfg.mode,
                      "profile": cfg.get("profile", "full"),
                      "git_commit": commit, "mlflow.source.git.commit": commit, "overrides": overrides or "(none)",
                      "run_dir": str(output_dir())}}
+
+
+# Overrides that do not tell the jobs of a sweep apart: where they log, and the choices the name starts with.
+NAMELESS_OVERRIDES = ("tracking.", "hydra.", "hydra/")
+NAMED_CHOICES = ("task", "model", "data")
+
+
+def run_name(cfg: DictConfig, hydra: DictConfig) -> str:
+    """`lenet5-digits-20261202-123211` for a single run. A sweep's jobs start at the same time, so each is
+    named by its overrides, as Hydra's job.override_dirname (`lenet5-digits-trainer.seed=1`), less those
+    that name no difference between the jobs; a job with none left is named by its model and data alone."""
+    name = f"{cfg.model.name}-{cfg.data.name}"
+    if hydra.mode != RunMode.MULTIRUN:
+        return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    telling = sorted(override for override in hydra.overrides.task
+                     if not override.startswith(NAMELESS_OVERRIDES)
+                     and override.split("=", 1)[0].lstrip("+~") not in NAMED_CHOICES)
+    return "-".join([name, ",".join(telling)]) if telling else name
 
 
 @dataclass
@@ -211,8 +232,13 @@ def load_checkpoint_model(checkpoint: Checkpoint):
 
     import visionkit.layers  # noqa: F401  (registers the custom layers and losses the .keras file refers to)
     import visionkit.tasks  # noqa: F401
-
     from visionkit.models.common import inference_model
 
-    model = keras.saving.load_model(checkpoint.model_path, safe_mode=True, compile=False)
+    try:
+        model = keras.saving.load_model(checkpoint.model_path, safe_mode=True, compile=False)
+    except ValueError as error:
+        if "safe_mode" not in str(error):
+            raise
+        raise UserError(f"checkpoint {checkpoint.model_path} was refused: it holds Python code (such as a Lambda "
+                        "layer's function) that Keras's safe_mode will not run") from None
     return inference_model(model)  # a training checkpoint may still carry auxiliary heads

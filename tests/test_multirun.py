@@ -88,6 +88,8 @@ def test_parallel_joblib_multirun_logs_one_finished_run_per_job(tmp_path):
     experiment = client.get_experiment_by_name("classification")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.params["trainer.seed"] for run in runs) == ["0", "1", "2"]
+    assert sorted(run.info.run_name for run in runs) == [  # each job named by what it was given
+        f"lenet5-digits-data.limit=32,export.enabled=False,trainer.epochs=1,trainer.seed={seed}" for seed in range(3)]
     assert all(run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs)
     assert sorted(run.data.tags["run_dir"] for run in runs) == [str(sweep / f"{i}_classification_lenet5")
                                                                  for i in range(3)]

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import keras
+import numpy as np
 
 from visionkit.models.common import MAIN_OUTPUT
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
 LOCKED_RETRIES = 8  # waits from 0.1-0.2 s, doubling: 13-25 s in all before the error is raised
+# The experiment tag by which the MLflow 3 UI chooses an experiment's page: model training opens on the
+# runs table (metrics, parameters, datasets); without the tag the UI may open on the GenAI traces overview.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+SERVING_CODE = Path(__file__).with_name("savedmodel_pyfunc.py")
+INPUT_EXAMPLE_IMAGES = 2  # images of the registered model's input example (a request body `mlflow models serve` takes)
 
 
 def retry_when_locked(call, *args, **kwargs):
@@ -66,7 +75,7 @@ class EpochMetrics(keras.callbacks.Callback):
     keeps names uniform across train/val/test in the MLflow UI, hence this small callback.
     """
 
-    def __init__(self, tracker: "MlflowTracker"):
+    def __init__(self, tracker: MlflowTracker):
         super().__init__()
         self.tracker = tracker
 
@@ -92,20 +101,25 @@ class MlflowTracker:
         mlflow.set_system_metrics_samples_before_logging(1)
 
     def experiment_id(self, name: str) -> str:
-        """The experiment's id, created with the shared artifact root if new (tolerating a concurrent create)."""
+        """The experiment's id, created as a model-training experiment with the shared artifact root if new
+        (tolerating a concurrent create); an experiment made before without a kind gets it."""
         for attempt in range(5):
             found = self.mlflow.get_experiment_by_name(name)
             if found is not None:
+                if EXPERIMENT_KIND_TAG not in found.tags:
+                    retry_when_locked(self.mlflow.MlflowClient().set_experiment_tag, found.experiment_id,
+                                      EXPERIMENT_KIND_TAG, MODEL_TRAINING)
                 return found.experiment_id
             try:
-                return self.mlflow.create_experiment(name, artifact_location=(self.artifact_root / name).as_uri())
+                return self.mlflow.create_experiment(name, artifact_location=(self.artifact_root / name).as_uri(),
+                                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
             except Exception:  # another job created it first, or the SQLite store was briefly locked
                 time.sleep(0.5 * 2**attempt)
         raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {self.uri}")
 
     @contextmanager
     def run(self, *, experiment: str, run_name: str, tags: Mapping[str, str],
-            run_id: str | None = None) -> Iterator["MlflowTracker"]:
+            run_id: str | None = None) -> Iterator[MlflowTracker]:
         """A new run, or the run `run_id` continued (a resumed training)."""
         if run_id:
             started = retry_when_locked(self.mlflow.start_run, run_id=run_id, log_system_metrics=self.system_metrics)
@@ -141,10 +155,27 @@ class MlflowTracker:
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
         self.mlflow.log_artifacts(str(local_dir), artifact_path)
 
-    def register_model(self, model: keras.Model, registered_name: str) -> None:
-        """Log the Keras model as an MLflow model and register it in the Model Registry."""
-        self.mlflow.keras.log_model(model, name="model", registered_model_name=registered_name,
-                                    pip_requirements=[f"keras=={keras.__version__}", "tensorflow"])
+    def log_dataset(self, bundle, options: Mapping[str, Any]) -> None:
+        """The bundle's splits as the run's dataset inputs; `options`: the data section (name and options)."""
+        from visionkit.tracking.datasets import dataset_inputs
+
+        datasets, contexts = dataset_inputs(bundle, options)
+        retry_when_locked(self.mlflow.log_inputs, datasets, contexts, tags_list=[None] * len(datasets))
+
+    def register_model(self, saved_model: Path, registered_name: str, images: np.ndarray) -> None:
+        """Log the run's verified SavedModel as an MLflow model and register it in the Model Registry,
+        with the first of `images` as its input example.
+
+        The SavedModel, not the Keras model: a .keras file is rebuilt from its classes, so MLflow's loader
+        would need visionkit's layers and losses importable (`mlflow models serve` fails on the task's loss),
+        while the SavedModel is the graph itself, served by TensorFlow alone, and is the artifact the export
+        verified. MLflow infers the signature from the input example by running the model.
+        """
+        self.mlflow.pyfunc.log_model(name="model", python_model=str(SERVING_CODE),
+                                     artifacts={"saved_model": str(saved_model)},
+                                     input_example=images[:INPUT_EXAMPLE_IMAGES],
+                                     registered_model_name=registered_name,
+                                     pip_requirements=[f"tensorflow=={version('tensorflow')}"])
 
     def keras_callback(self) -> keras.callbacks.Callback:
         return EpochMetrics(self)
@@ -156,7 +187,7 @@ class NullTracker:
     enabled = False
 
     @contextmanager
-    def run(self, **_: Any) -> Iterator["NullTracker"]:
+    def run(self, **_: Any) -> Iterator[NullTracker]:
         yield self
 
     run_id = None
@@ -167,6 +198,7 @@ class NullTracker:
     def log_figure(self, *_: Any, **__: Any) -> None: ...
     def log_text(self, *_: Any, **__: Any) -> None: ...
     def log_artifacts(self, *_: Any, **__: Any) -> None: ...
+    def log_dataset(self, *_: Any, **__: Any) -> None: ...
     def register_model(self, *_: Any, **__: Any) -> None: ...
 
     def keras_callback(self) -> keras.callbacks.Callback:

@@ -6,9 +6,10 @@ What `mode=compare` prints: the terminal's view of the MLflow UI's run list, for
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from visionkit.errors import UserError
 
