@@ -57,11 +57,11 @@ from configured import load_config, prepare  # noqa: E402  (benchmarks/configure
 from pipelines import context  # noqa: E402
 from pipelines.settings import TrainerSettings  # noqa: E402
 from pipelines.train import compile_for_training, jit_compile, training_loaders  # noqa: E402  (mode=train's wiring)
-from visionkit.analysis.detection_metrics import coco_metrics  # noqa: E402
 from visionkit.data.augment import build_augmenter  # noqa: E402
 from visionkit.data.loader import BatchLoader  # noqa: E402
 from visionkit.models.common import inference_model  # noqa: E402
 from visionkit.tasks.detection import truth_lists  # noqa: E402
+from visionkit.tasks.detection_metrics import coco_metrics  # noqa: E402
 from visionkit.training.fit import fit, progress_verbosity  # noqa: E402
 
 # A small YOLOv8 for 64x64 scenes of 4 to 40 pixel objects: half the width of keras-cv's smallest

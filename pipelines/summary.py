@@ -15,8 +15,9 @@ from pipelines import context
 from pipelines.settings import SummarySettings, check_option_types, positive, typed
 from visionkit.analysis import format_table, layer_table
 from visionkit.analysis.layer_table import COLUMNS, format_cell
-from visionkit.models import MODELS, build
+from visionkit.models import MODELS
 from visionkit.models.common import inference_model
+from visionkit.tasks import build
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:

@@ -9,13 +9,14 @@ import keras
 import numpy as np
 import pytest
 
-from visionkit.analysis.detection_metrics import coco_metrics
 from visionkit.data import load
 from visionkit.errors import UserError
+from visionkit.layers.anchors import AnchorBoxes
+from visionkit.layers.box_coding import BOX_VARIANCE, decode_deltas, encode_deltas, match_anchors
 from visionkit.models import MODELS
 from visionkit.tasks import get_task
-from visionkit.tasks.detection import (BOX_VARIANCE, AnchorBoxes, DetectionLoss, decode_deltas, encode_deltas,
-                                       match_anchors, truth_lists)
+from visionkit.tasks.detection import DetectionLoss, truth_lists
+from visionkit.tasks.detection_metrics import coco_metrics
 from visionkit.training.fit import TrainSettings, compile_model
 
 CLASS_NAMES = ["circle", "square", "triangle", "star"]

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from visionkit.analysis.detection_metrics import coco_metrics, detection_gallery, precision_recall_figure
+from visionkit.analysis.plots import detection_gallery
+from visionkit.tasks.detection_metrics import coco_metrics, precision_recall_figure
 
 SIZE = (100, 100)
 

@@ -9,8 +9,7 @@ import pytest
 
 from visionkit.errors import ExportVerificationError
 from visionkit.export import export_savedmodel, next_version_dir, verify_savedmodel
-from visionkit.models import build
-from visionkit.tasks import get_task
+from visionkit.tasks import build, get_task
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from visionkit.data import load
+from visionkit.layers.box_coding import BOX_VARIANCE
 from visionkit.layers.region_proposals import FeatureCells, RegionOutputs, RegionProposals
 from visionkit.models import MODELS
-from visionkit.models.common import MAIN_OUTPUT, inference_model
+from visionkit.models.common import inference_model
+from visionkit.outputs import MAIN_OUTPUT, PROPOSALS_OUTPUT
 from visionkit.tasks import get_task
-from visionkit.tasks.box_coding import BOX_VARIANCE
-from visionkit.tasks.detection import PROPOSALS_OUTPUT
 from visionkit.tasks.region_losses import ProposalLoss, RegionLoss, minibatch_expectation
 from visionkit.training.fit import TrainSettings, compile_model, monitored_metric
 

@@ -14,8 +14,9 @@ import pytest
 from keras import layers
 
 from visionkit.analysis import format_table, layer_table, totals
-from visionkit.models import MODELS, build
+from visionkit.models import MODELS
 from visionkit.models.common import inference_model
+from visionkit.tasks import build
 
 
 def shapes_only(name, **kwargs):

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from visionkit.errors import UserError
-from visionkit.models import MODELS, available, build
+from visionkit.models import MODELS, available
 from visionkit.models.common import feature_maps
+from visionkit.tasks import build
 
 
 def test_lenet5_has_the_published_parameter_count():

@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from visionkit.export import export_savedmodel
 from visionkit.export.savedmodel import reference_outputs
-from visionkit.models import MODELS, build
+from visionkit.models import MODELS
 from visionkit.models.common import auxiliary_outputs, inference_model
-from visionkit.tasks import get_task
+from visionkit.tasks import build, get_task
 from visionkit.training.fit import TrainSettings, compile_model, training_targets
 
 # The smallest square input each architecture runs on, where it is above the default of 32:

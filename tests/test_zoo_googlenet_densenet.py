@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from visionkit.models import MODELS
-from visionkit.models.common import AUX_LOSS_WEIGHT, MAIN_OUTPUT, auxiliary_outputs, feature_maps, inference_model
+from visionkit.models.common import auxiliary_outputs, feature_maps, inference_model
 from visionkit.models.transfer import copy_weights
+from visionkit.outputs import AUX_LOSS_WEIGHT, MAIN_OUTPUT
 
 # Tracing the training step of these 150- to 700-layer graphs takes minutes on a 2-core CPU; one
 # eager step runs the same forward and backward pass, losses and optimizer update in seconds.

@@ -21,9 +21,8 @@ import tensorflow as tf
 
 from visionkit.analysis import layer_table, totals
 from visionkit.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from visionkit.layers.initializers import BilinearUpsampling, ContextIdentity
 from visionkit.models import MODELS, available
-from visionkit.models.dilated import ContextIdentity
-from visionkit.models.fcn import BilinearUpsampling
 
 SEGMENTATION_MODELS = ("dilated", "fcn16s", "fcn32s", "fcn8s", "segnet", "unet")
 SMALL = (64, 64, 3)
@@ -349,4 +348,3 @@ def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (1, *SMALL)).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(model(images)), atol=1e-6)
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
-

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
+
+TRUTH_COLOUR, PREDICTION_COLOUR = "tab:green", "tab:red"  # detection_gallery's boxes
 
 
 def confusion_matrix_figure(counts: np.ndarray, class_names: list[str]) -> Figure:
@@ -102,3 +106,40 @@ def per_class_bar_figure(values: np.ndarray, class_names: list[str], label: str)
         ax.text(min(shown[i] + 0.01, 0.9), i, "absent" if np.isnan(value) else f"{value:.3f}", va="center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def detection_gallery(images, truths: list[dict], predictions: list[dict], class_names: list[str],
+                      score_threshold: float = 0.3, max_images: int = 16) -> Figure:
+    """The first max_images images with their true boxes and the predicted boxes scoring at least
+    score_threshold, each labelled with its class (and score)."""
+    count = min(len(images), max_images)
+    columns = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / columns))
+    fig = Figure(figsize=(3 * columns, 3 * rows + 0.4))
+    for i in range(count):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        image = np.asarray(images[i])
+        ax.imshow(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image, cmap="gray")
+        for box, cls in zip(np.reshape(truths[i]["boxes"], (-1, 4)), truths[i]["classes"]):
+            _draw_box(ax, box, class_names[int(cls)], TRUTH_COLOUR, "-", label_below=True)
+        scores = np.asarray(predictions[i]["scores"]).reshape(-1)
+        keep = scores >= score_threshold
+        boxes, classes = np.reshape(predictions[i]["boxes"], (-1, 4))[keep], np.asarray(predictions[i]["classes"])[keep]
+        for box, cls, score in zip(boxes, classes, scores[keep]):
+            _draw_box(ax, box, f"{class_names[int(cls)]} {score:.2f}", PREDICTION_COLOUR, "--")
+        ax.set_axis_off()
+    fig.legend(handles=[Patch(fill=False, edgecolor=TRUTH_COLOUR, label="truth"),
+                        Patch(fill=False, edgecolor=PREDICTION_COLOUR, linestyle="--",
+                              label=f"prediction (score >= {score_threshold:g})")],
+               loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0.4 / (3 * rows + 0.4), 1, 1))
+    return fig
+
+
+def _draw_box(ax, box, label, colour, linestyle, label_below=False):
+    """One box; truths label below their box and predictions above, so a hit shows both labels."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=linestyle,
+                           linewidth=1.5))
+    ax.text(x1, y2 if label_below else y1, label, color="white", fontsize=6, va="top" if label_below else "bottom",
+            bbox={"facecolor": colour, "pad": 1, "linewidth": 0})

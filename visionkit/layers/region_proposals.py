@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from visionkit.tasks.box_coding import decode_deltas
+from visionkit.layers.box_coding import decode_deltas
 
 
 @keras.saving.register_keras_serializable(package="visionkit")

@@ -169,8 +169,8 @@ def _sparse_table(feature_maps, levels):
     blocks = []
     for block in by_rows:
         blocks.append(block)
-        for l in range(1, levels[1]):
-            blocks.append(_merge_shifted(blocks[-1], 2 ** (l - 1), axis=2))
+        for level in range(1, levels[1]):
+            blocks.append(_merge_shifted(blocks[-1], 2 ** (level - 1), axis=2))
     values = ops.reshape(ops.stack([v for v, _ in blocks], axis=1), [-1, channels])
     argmaxes = ops.reshape(ops.stack([i for _, i in blocks], axis=1), [-1, channels])
     return values, argmaxes

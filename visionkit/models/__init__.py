@@ -23,12 +23,8 @@ def check_supports(name: str, task: str) -> None:
                         f"Models for {task}: {', '.join(available(task)) or 'none yet'}")
 
 
-def build(name: str, *, input_shape, num_classes=None, task: str = "classification", **kwargs) -> keras.Model:
-    """Build model `name` for `task`: the trunk from the zoo with the task's head.
-
-    `num_classes` is the number of classes (classification) or of target values (regression).
-    """
-    from visionkit.tasks import get_task
-
-    check_supports(name, task)
-    return get_task(task).build_model(MODELS.get(name), input_shape=input_shape, num_outputs=num_classes, **kwargs)
+def build(name: str, **kwargs) -> keras.Model:
+    """Model `name` as its builder makes it, from the builder's keywords (input_shape, num_classes,
+    include_top, width, ...): include_top=False gives the trunk, with its feature maps named by stride.
+    For a task's head (a linear regression output, say) use visionkit.tasks.build."""
+    return MODELS.get(name)(**kwargs)

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import keras
 from keras import layers
 
+from visionkit.outputs import MAIN_OUTPUT
 from visionkit.registry import MODELS, unknown_name_message
 
 IMAGE_TASKS = ("classification", "regression")
@@ -111,13 +112,6 @@ def _variant_builder(family, variant: str, options, describe) -> Callable[..., k
     builder.__name__ = builder.__qualname__ = variant
     builder.__doc__ = describe(variant)
     return builder
-
-
-# Auxiliary training heads (GoogLeNet's side classifiers) are extra outputs named "aux<N>" beside
-# the main "predictions" output; they carry loss weight AUX_LOSS_WEIGHT in training and are dropped
-# for evaluation and export.
-MAIN_OUTPUT = "predictions"
-AUX_LOSS_WEIGHT = 0.3
 
 
 def auxiliary_outputs(model: keras.Model) -> list[str]:

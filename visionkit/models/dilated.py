@@ -23,9 +23,9 @@ scales the front end's channels (4096 in fc6/fc7 at 1.0), the context module sta
 from __future__ import annotations
 
 import keras
-import numpy as np
-from keras import layers, ops
+from keras import layers
 
+from visionkit.layers.initializers import ContextIdentity
 from visionkit.models.common import SEGMENTATION_TASKS, check_classes, check_input_multiple, image_input, scaled
 from visionkit.models.vgg import FILTERS, VARIANTS as VGG_VARIANTS
 from visionkit.registry import MODELS
@@ -39,35 +39,6 @@ BLOCK5_DILATION, FC6_DILATION = 2, 4
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
 # channels of the seven 3x3 layers, in units of C (Table 1)
 CONTEXT_MODULES = {"basic": (1, 1, 1, 1, 1, 1, 1), "large": (2, 2, 4, 8, 16, 32, 32), "none": ()}
-INIT_NOISE = 1e-2  # the noise's standard deviation, relative to the identity's weight C / c_out
-
-
-@keras.saving.register_keras_serializable(package="visionkit")
-class ContextIdentity(keras.initializers.Initializer):
-    """Yu & Koltun's identity initialisation (eq. 3-4) of a context layer mapping c_in to c_out channels
-    of a module on C = `classes` channels: centre tap C / c_out where floor(a C / c_in) = floor(b C / c_out),
-    zero elsewhere, plus noise of standard deviation INIT_NOISE * C / c_out where c_in or c_out differs
-    from C (eq. 4's noise breaks the ties between the copies; with c_in = c_out = C it is eq. 3's exact
-    identity)."""
-
-    def __init__(self, classes: int, seed=None):
-        self.classes = classes
-        self.seed = seed
-
-    def __call__(self, shape, dtype=None):
-        rows, cols, c_in, c_out = shape
-        scale = self.classes / c_out
-        same_group = (np.arange(c_in)[:, None] * self.classes // c_in
-                      == np.arange(c_out)[None, :] * self.classes // c_out)
-        kernel = np.zeros(shape, dtype="float32")
-        kernel[rows // 2, cols // 2] = scale * same_group
-        kernel = ops.convert_to_tensor(kernel, dtype=dtype)
-        if c_in == c_out == self.classes:
-            return kernel
-        return kernel + keras.random.normal(shape, stddev=INIT_NOISE * scale, dtype=dtype, seed=self.seed)
-
-    def get_config(self):
-        return {"classes": self.classes, "seed": self.seed}
 
 
 def front_end(x, num_classes: int, *, width: float, dropout: float | None):

@@ -32,12 +32,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from visionkit.layers.anchors import AnchorBoxes
 from visionkit.layers.region_proposals import FeatureCells, RegionOutputs, RegionProposals
 from visionkit.layers.roi_pooling import METHODS, ROIPooling
-from visionkit.models.common import MAIN_OUTPUT, check_classes, scaled, zoo_trunk
+from visionkit.models.common import check_classes, scaled, zoo_trunk
 from visionkit.models.retinanet import DETECTION_TASKS
+from visionkit.outputs import MAIN_OUTPUT, PROPOSALS_OUTPUT
 from visionkit.registry import MODELS
-from visionkit.tasks.detection import PROPOSALS_OUTPUT, AnchorBoxes
 
 RPN_CHANNELS = 512
 PAPER_ANCHOR_SIZES = (128, 256, 512)

@@ -22,9 +22,9 @@ at 1.0).
 from __future__ import annotations
 
 import keras
-import numpy as np
-from keras import layers, ops
+from keras import layers
 
+from visionkit.layers.initializers import BilinearUpsampling
 from visionkit.models.common import (SEGMENTATION_TASKS, check_classes, check_input_multiple, register_variants,
                                      scaled, zoo_trunk)
 
@@ -36,22 +36,6 @@ VARIANTS = {"fcn32s": (), "fcn16s": (16,), "fcn8s": (16, 8)}
 # The maps the paper fuses on a VGG trunk: pool4 and pool3, where the trunk's own stride taps are the
 # last convolutions at those strides (conv5_3, conv4_3).
 VGG_SKIPS = {16: "block4_pool", 8: "block3_pool"}
-
-
-@keras.saving.register_keras_serializable(package="visionkit")
-class BilinearUpsampling(keras.initializers.Initializer):
-    """Kernel (k, k, channels, channels) of a transposed convolution that up-samples every channel by
-    bilinear interpolation and mixes none (the FCN reference code's `upsample_filt`)."""
-
-    def __call__(self, shape, dtype=None):
-        size, _, out_channels, in_channels = shape
-        factor = (size + 1) // 2
-        centre = factor - 1 if size % 2 else factor - 0.5
-        taps = 1 - np.abs(np.arange(size) - centre) / factor
-        kernel = np.zeros(shape, dtype="float32")
-        diagonal = np.arange(min(out_channels, in_channels))
-        kernel[:, :, diagonal, diagonal] = np.outer(taps, taps)[:, :, None]
-        return ops.convert_to_tensor(kernel, dtype=dtype)
 
 
 def upsample(x, factor: int, *, name: str, **kwargs):

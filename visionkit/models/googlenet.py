@@ -10,7 +10,7 @@ fully connected 1024, dropout 0.7 and a linear classifier with the main head's a
 
 Options: `aux_classifiers=False` drops them. With them (and `include_top=True`) the model returns
 {"predictions": main, "aux1": ..., "aux2": ...}; training weights the auxiliary losses by
-common.AUX_LOSS_WEIGHT (the paper's 0.3) and `common.inference_model` drops them for evaluation and
+visionkit.outputs.AUX_LOSS_WEIGHT (the paper's 0.3) and `common.inference_model` drops them for evaluation and
 export. Pooling uses "same" padding, so a 224 input gives the paper's 112/56/28/14/7 maps and any
 input of at least 32 pixels works. The auxiliary 5x5/3 pooling needs a stride-16 map of at least
 5x5 (inputs above 64 pixels); on a smaller map (a 64x64 input gives 4x4) it is skipped and the 1x1
@@ -23,8 +23,9 @@ import keras
 from keras import layers
 
 from visionkit.layers.lrn import LocalResponseNormalization
-from visionkit.models.common import (IMAGE_TASKS, MAIN_OUTPUT, check_input_shape, check_top, image_input,
+from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input,
                                      pooled_classifier, predictions, scaled, tap)
+from visionkit.outputs import MAIN_OUTPUT
 from visionkit.registry import MODELS
 
 # Table 1: module -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).

@@ -19,7 +19,8 @@ and the exported SavedModel need no anchor configuration. Levels, row, column, a
 
 `width` scales the trunk and the pyramid and subnet channels (256 at 1.0, the paper's).
 
-keras-cv provides the anchors, the IoU and the non-maximum suppression (visionkit.tasks.detection).
+keras-cv provides the anchors (visionkit.layers.anchors), the IoU (visionkit.layers.box_coding) and the
+non-maximum suppression (visionkit.tasks.detection).
 Its own RetinaNet and YOLOV8Detector are not used: they return a dict of outputs and train through
 their own compile(box_loss=..., classification_loss=...), where the pipeline compiles one loss on one
 output (a dict output reads as auxiliary heads, models.common.auxiliary_outputs), and their presets
@@ -33,9 +34,9 @@ import math
 import keras
 from keras import layers
 
+from visionkit.layers.anchors import AnchorBoxes
 from visionkit.models.common import check_classes, scaled, zoo_trunk
 from visionkit.registry import MODELS
-from visionkit.tasks.detection import AnchorBoxes
 
 DETECTION_TASKS = ("detection",)
 PYRAMID_CHANNELS = 256

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 
+import visionkit.layers  # noqa: F401  (registers the custom layers a .keras file may use)
 from visionkit.errors import UserError
 from visionkit.registry import MODELS, unknown_name_message
 
@@ -102,14 +103,11 @@ def load_weights_file(model: keras.Model, path: str | Path) -> list[str]:
         return [layer.name for layer in model.layers if layer.weights]
     if path.suffix != ".keras":
         raise UserError(f"model.weights: expected a .keras or .weights.h5 file, received {path}")
-    import visionkit.layers  # noqa: F401  (registers the custom layers the file may use)
-    import visionkit.tasks  # noqa: F401  (and the custom losses)
-
-    source = keras.saving.load_model(path, safe_mode=True, compile=False)
+    source = keras.saving.load_model(path, safe_mode=True, compile=False)  # uncompiled: no loss to find
     fitting = [layer.name for layer in source.layers if layer.weights and _same_shapes(layer, model)]
     if not fitting:
         raise UserError(f"model.weights: no layer of {path} matches this model by name and shape")
-    return copy_weights(source, model, skip=tuple(l.name for l in source.layers if l.name not in fitting))
+    return copy_weights(source, model, skip=tuple(layer.name for layer in source.layers if layer.name not in fitting))
 
 
 def _same_shapes(layer, model: keras.Model) -> bool:

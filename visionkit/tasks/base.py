@@ -7,6 +7,9 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from visionkit.errors import UserError
+from visionkit.outputs import AUX_LOSS_WEIGHT, MAIN_OUTPUT
+
 
 class Task:
     """Head, loss, metrics, target encoding, evaluation, pictures and serving outputs of one task."""
@@ -21,12 +24,21 @@ class Task:
     # The serving output that is the model's raw output, unchanged: what test-time augmentation of a served
     # model averages before serving_outputs() derives the others from it. Set by every task that averages views.
     raw_serving_output: str = ""
+    # The builder keywords that make the architecture's head this task's head; the task sets them, and
+    # num_classes, itself.
+    head: dict[str, Any] = {}
 
     def num_outputs(self, data) -> int:
         raise NotImplementedError
 
     def build_model(self, builder: Callable[..., keras.Model], *, input_shape, num_outputs, **kwargs) -> keras.Model:
-        raise NotImplementedError
+        """The architecture `builder` makes, with this task's head of `num_outputs` outputs; `kwargs` are
+        the builder's other keywords."""
+        fixed = sorted(kwargs.keys() & {"num_classes", *self.head})
+        if fixed:
+            raise UserError(f"task '{self.name}' sets the model's {', '.join(fixed)} itself; leave it out, or build "
+                            f"the architecture alone with visionkit.models.build")
+        return builder(input_shape=input_shape, num_classes=num_outputs, **self.head, **kwargs)
 
     def loss(self) -> keras.losses.Loss:
         raise NotImplementedError
@@ -34,8 +46,6 @@ class Task:
     def output_losses(self, output_names: list[str]) -> tuple[dict, dict]:
         """({output: loss}, {output: loss weight}) of a model with several outputs: by default the main
         output and its auxiliary heads (GoogLeNet) learn the same targets, the heads with a smaller weight."""
-        from visionkit.models.common import AUX_LOSS_WEIGHT, MAIN_OUTPUT
-
         return ({name: self.loss() for name in output_names},
                 {name: 1.0 if name == MAIN_OUTPUT else AUX_LOSS_WEIGHT for name in output_names})
 

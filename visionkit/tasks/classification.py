@@ -68,6 +68,7 @@ class Classification(Task):
     monitor = "val_accuracy"
     monitor_mode = "max"
     raw_serving_output = "probabilities"
+    head = {"include_top": True, "classifier_activation": "softmax"}  # the paper's own classifier
 
     def __init__(self, label_smoothing: float = 0.0, top_k: int = 5):
         if not 0.0 <= label_smoothing < 1.0:
@@ -80,11 +81,6 @@ class Classification(Task):
 
     def num_outputs(self, data) -> int:
         return len(data.class_names)
-
-    def build_model(self, builder, *, input_shape, num_outputs, **kwargs):
-        # The architecture keeps its paper's own classifier, ending in a softmax.
-        return builder(input_shape=input_shape, num_classes=num_outputs, include_top=True,
-                       classifier_activation="softmax", **kwargs)
 
     def loss(self):
         return SparseCrossentropy(label_smoothing=self.label_smoothing)

@@ -15,7 +15,7 @@ Model output, of one of two kinds, told apart by rank:
   the region's box, the class-specific box deltas (zero for the background) and the class's softmax
   logit. While training, the model also has a "rpn" output [B, anchors, 9] (anchor box, deltas,
   objectness logit); losses: RegionLoss and ProposalLoss (visionkit.tasks.region_losses).
-Deltas are Faster R-CNN's centre/size encoding divided by BOX_VARIANCE (visionkit.tasks.box_coding).
+Deltas are Faster R-CNN's centre/size encoding divided by BOX_VARIANCE (visionkit.layers.box_coding).
 """
 
 from __future__ import annotations
@@ -28,57 +28,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from visionkit.analysis.detection_metrics import coco_metrics, detection_gallery, precision_recall_figure
+from visionkit.analysis.plots import detection_gallery
 from visionkit.errors import UserError
+from visionkit.layers.box_coding import decode_deltas, encode_deltas, match_anchors, matched_truths
+from visionkit.outputs import MAIN_OUTPUT, PROPOSALS_OUTPUT
 from visionkit.registry import TASKS
 from visionkit.tasks.base import Task
-from visionkit.tasks.box_coding import (BOX_VARIANCE, EPSILON, decode_deltas, encode_deltas,  # noqa: F401
-                                        match_anchors, matched_truths, sigmoid_focal_loss, smooth_l1)
-from visionkit.tasks.region_losses import ProposalLoss, RegionLoss
+from visionkit.tasks.detection_metrics import coco_metrics, precision_recall_figure
+from visionkit.tasks.region_losses import ProposalLoss, RegionLoss, sigmoid_focal_loss, smooth_l1
 
 PADDING = -1.0
-PROPOSALS_OUTPUT = "rpn"  # a two-stage detector's training output of its region proposal network
-MAIN_OUTPUT = "predictions"  # visionkit.models.common.MAIN_OUTPUT (not imported: models import this module)
 DECODE_BATCH = 256  # images decoded (and suppressed) at once in the evaluation
 # Best-scoring (anchor, class) pairs per image that enter non-maximum suppression (Lin et al. 2017,
 # section 4: 1000 per level); suppression takes time quadratic in their number.
 NMS_CANDIDATES = 1000
-
-
-@keras.saving.register_keras_serializable(package="visionkit")
-class AnchorBoxes(keras.layers.Layer):
-    """Every anchor box of every pyramid level, pixel xyxy, [B, anchors, 4], in the order of the
-    subnet outputs (level, row, column, scale, aspect ratio): the first part of a dense detector's
-    output. Called on the image batch, of which only the batch size and the static height and width
-    matter. It lives with the task so that loading a detector's .keras file finds it."""
-
-    def __init__(self, strides, sizes, scales, aspect_ratios, **kwargs):
-        super().__init__(**kwargs)
-        self.strides = [int(s) for s in strides]
-        self.sizes = [float(s) for s in sizes]
-        self.scales = [float(s) for s in scales]
-        self.aspect_ratios = [float(r) for r in aspect_ratios]
-
-    def anchors(self, height: int, width: int):
-        """[anchors, 4] for an image of this size."""
-        from keras_cv.layers import AnchorGenerator
-
-        generator = AnchorGenerator("xyxy", sizes=self.sizes, scales=self.scales,
-                                    aspect_ratios=self.aspect_ratios, strides=self.strides)
-        per_level = generator(image_shape=(height, width, 3))
-        return ops.concatenate([per_level[level] for level in sorted(per_level)], axis=0)
-
-    def call(self, images):
-        anchors = ops.cast(self.anchors(images.shape[1], images.shape[2]), self.compute_dtype)
-        return ops.broadcast_to(anchors[None], (ops.shape(images)[0], *anchors.shape))
-
-    def compute_output_shape(self, input_shape):
-        count = sum(-(-input_shape[1] // s) * -(-input_shape[2] // s) for s in self.strides)
-        return (input_shape[0], count * len(self.scales) * len(self.aspect_ratios), 4)
-
-    def get_config(self):
-        return {**super().get_config(), "strides": self.strides, "sizes": self.sizes, "scales": self.scales,
-                "aspect_ratios": self.aspect_ratios}
 
 
 def split_outputs(outputs):
@@ -214,9 +177,6 @@ class Detection(Task):
 
     def num_outputs(self, data) -> int:
         return len(data.class_names)
-
-    def build_model(self, builder, *, input_shape, num_outputs, **kwargs):
-        return builder(input_shape=input_shape, num_classes=num_outputs, **kwargs)
 
     def loss(self):
         return DetectionLoss(**self.loss_options)

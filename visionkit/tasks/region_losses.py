@@ -8,7 +8,8 @@ together ("approximate joint training", section 3.2: the proposals are constants
   first: region xyxy, class-specific deltas, softmax logit): a region with IoU >= 0.5 with a truth box
   is of that truth's class, any other is background (Fast R-CNN, section 2.3).
 
-Both are the log loss of the classes plus smooth L1 of the box deltas of the objects (Fast R-CNN eq. 3).
+Both are the log loss of the classes plus smooth L1 of the box deltas of the objects (Fast R-CNN eq. 3);
+smooth L1 and the focal loss are defined here for both kinds of detector.
 The paper samples a minibatch per image — 256 anchors, up to half of them objects; 128 regions, up to
 a quarter of them objects — and averages over it. These losses compute that minibatch loss's
 expectation instead, deterministically: the mean over the objects weighted by the share they would
@@ -25,9 +26,25 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from visionkit.tasks.box_coding import (encode_deltas, iou_with_truths, match_anchors, matched_truths,
-                                        smooth_l1)
+from visionkit.layers.box_coding import encode_deltas, iou_with_truths, match_anchors, matched_truths
 
+# ---- element-wise losses, shared with the dense detector's DetectionLoss (visionkit.tasks.detection) ----
+
+def sigmoid_focal_loss(targets, logits, alpha: float, gamma: float):
+    """Lin et al. 2017, eq. 5: -alpha_t (1 - p_t)^gamma log(p_t), element-wise on sigmoid logits."""
+    probability = ops.sigmoid(logits)
+    cross_entropy = ops.binary_crossentropy(targets, logits, from_logits=True)
+    p_t = targets * probability + (1 - targets) * (1 - probability)
+    alpha_t = targets * alpha + (1 - targets) * (1 - alpha)
+    return alpha_t * ops.power(1 - p_t, gamma) * cross_entropy
+
+
+def smooth_l1(difference, beta: float = 1.0):
+    absolute = ops.abs(difference)
+    return ops.where(absolute < beta, 0.5 * difference * difference / beta, absolute - 0.5 * beta)
+
+
+# ---- Faster R-CNN ----
 
 def minibatch_expectation(losses, objects, background, size: int, object_fraction: float):
     """Per image, the expected mean loss over a minibatch of `size` examples of which at most

@@ -36,6 +36,9 @@ class Regression(Task):
     monitor = "val_loss"
     headline_metrics = ("mae", "rmse", "r2")
     raw_serving_output = "targets"
+    # The architecture's own top (its fully connected layers or global pooling) with a linear layer of
+    # K outputs in place of the softmax classifier.
+    head = {"include_top": True, "classifier_activation": None}
 
     def __init__(self, loss: str = "mse", huber_delta: float = 1.0):
         if loss not in LOSSES:
@@ -45,12 +48,6 @@ class Regression(Task):
 
     def num_outputs(self, data) -> int:
         return len(data.target_names)
-
-    def build_model(self, builder, *, input_shape, num_outputs, **kwargs):
-        # The architecture's own top (its fully connected layers or global pooling) with a linear
-        # layer of K outputs in place of the softmax classifier.
-        return builder(input_shape=input_shape, num_classes=num_outputs, include_top=True,
-                       classifier_activation=None, **kwargs)
 
     def loss(self):
         return LOSSES[self.loss_name](self.huber_delta)

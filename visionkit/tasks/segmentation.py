@@ -192,6 +192,7 @@ class Segmentation(Task):
     monitor_mode = "max"
     headline_metrics = ("mean_iou", "dice", "pixel_accuracy")
     raw_serving_output = "probabilities"
+    head = {"classifier_activation": "softmax"}
 
     def __init__(self, loss: str = "cross_entropy_dice", class_weights: list | None = None, focal_gamma: float = 2.0,
                  ignore_index: int = IGNORE_INDEX, gallery_every: int = 5, gallery_images: int = 8):
@@ -208,9 +209,6 @@ class Segmentation(Task):
             raise ValueError(f"class_weights needs {count} values (one per mask class: "
                              f"{', '.join(mask_class_names(data))}), received {len(self.class_weights)}")
         return count
-
-    def build_model(self, builder, *, input_shape, num_outputs, **kwargs):
-        return builder(input_shape=input_shape, num_classes=num_outputs, classifier_activation="softmax", **kwargs)
 
     def loss(self):
         return SegmentationLoss(self.loss_kind, self.class_weights, self.focal_gamma, self.ignore_index)

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from visionkit.models.common import MAIN_OUTPUT
+from visionkit.outputs import MAIN_OUTPUT
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
 LOCKED_RETRIES = 8  # waits from 0.1-0.2 s, doubling: 13-25 s in all before the error is raised

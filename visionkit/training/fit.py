@@ -8,7 +8,8 @@ from pathlib import Path
 
 import keras
 
-from visionkit.models.common import MAIN_OUTPUT, auxiliary_outputs
+from visionkit.models.common import auxiliary_outputs
+from visionkit.outputs import MAIN_OUTPUT
 from visionkit.training.checkpoints import TrainingState
 from visionkit.training.optim import build_optimizer, learning_rate_schedule
 

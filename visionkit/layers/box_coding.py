@@ -1,7 +1,8 @@
 """Box arithmetic the detectors share: the centre/size delta encoding of Faster R-CNN (Ren et al.
 2015, eq. 2) divided by BOX_VARIANCE, as in keras-cv's RetinaNet and Detectron's (10, 10, 5, 5)
-weights; the matching of anchors (or proposals) to truth boxes by IoU; smooth L1 and the focal loss.
-Boxes are pixel xyxy; every function uses keras.ops only (TensorFlow and JAX)."""
+weights, and the matching of anchors (or proposals) to truth boxes by IoU. Used by the layers that
+decode proposals and by the detection losses. Boxes are pixel xyxy; every function uses keras.ops
+only (TensorFlow and JAX)."""
 
 from __future__ import annotations
 
@@ -68,17 +69,3 @@ def matched_truths(boxes, classes, matched):
     the M truths), as one-hot products: several times faster than take_along_axis on TensorFlow."""
     picks = ops.one_hot(matched, ops.shape(boxes)[1], dtype=boxes.dtype)  # [B, N, M]
     return ops.matmul(picks, boxes), ops.squeeze(ops.matmul(picks, classes[..., None]), axis=-1)
-
-
-def sigmoid_focal_loss(targets, logits, alpha: float, gamma: float):
-    """Lin et al. 2017, eq. 5: -alpha_t (1 - p_t)^gamma log(p_t), element-wise on sigmoid logits."""
-    probability = ops.sigmoid(logits)
-    cross_entropy = ops.binary_crossentropy(targets, logits, from_logits=True)
-    p_t = targets * probability + (1 - targets) * (1 - probability)
-    alpha_t = targets * alpha + (1 - targets) * (1 - alpha)
-    return alpha_t * ops.power(1 - p_t, gamma) * cross_entropy
-
-
-def smooth_l1(difference, beta: float = 1.0):
-    absolute = ops.abs(difference)
-    return ops.where(absolute < beta, 0.5 * difference * difference / beta, absolute - 0.5 * beta)

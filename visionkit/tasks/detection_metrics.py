@@ -1,5 +1,5 @@
 """COCO detection metrics for in-memory predictions, computed by pycocotools' COCOeval, and the
-pictures that go with them.
+precision-recall curves they are computed from.
 
 Boxes are pixel xyxy (the project's contract) and turn into COCO's xywh here, at the edge. Category
 ids are class index + 1 (COCO ids start at 1); areas are w * h, which COCO compares with 32^2 and 96^2
@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch, Rectangle
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 # Index in COCOeval.stats of each summary metric (see COCOeval.summarize).
 SUMMARY_STATS = {"map": 0, "map50": 1, "map75": 2, "map_small": 3, "map_medium": 4, "map_large": 5, "mar100": 8}
-TRUTH_COLOUR, PREDICTION_COLOUR = "tab:green", "tab:red"
 
 
 def coco_metrics(truths: list[dict], predictions: list[dict], class_names: list[str],
@@ -66,43 +63,6 @@ def precision_recall_figure(truths: list[dict], predictions: list[dict], class_n
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
-
-
-def detection_gallery(images, truths: list[dict], predictions: list[dict], class_names: list[str],
-                      score_threshold: float = 0.3, max_images: int = 16) -> Figure:
-    """The first max_images images with their true boxes and the predicted boxes scoring at least
-    score_threshold, each labelled with its class (and score)."""
-    count = min(len(images), max_images)
-    columns = max(1, math.ceil(math.sqrt(count)))
-    rows = max(1, math.ceil(count / columns))
-    fig = Figure(figsize=(3 * columns, 3 * rows + 0.4))
-    for i in range(count):
-        ax = fig.add_subplot(rows, columns, i + 1)
-        image = np.asarray(images[i])
-        ax.imshow(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image, cmap="gray")
-        for box, cls in zip(np.reshape(truths[i]["boxes"], (-1, 4)), truths[i]["classes"]):
-            _draw_box(ax, box, class_names[int(cls)], TRUTH_COLOUR, "-", label_below=True)
-        scores = np.asarray(predictions[i]["scores"]).reshape(-1)
-        keep = scores >= score_threshold
-        boxes, classes = np.reshape(predictions[i]["boxes"], (-1, 4))[keep], np.asarray(predictions[i]["classes"])[keep]
-        for box, cls, score in zip(boxes, classes, scores[keep]):
-            _draw_box(ax, box, f"{class_names[int(cls)]} {score:.2f}", PREDICTION_COLOUR, "--")
-        ax.set_axis_off()
-    fig.legend(handles=[Patch(fill=False, edgecolor=TRUTH_COLOUR, label="truth"),
-                        Patch(fill=False, edgecolor=PREDICTION_COLOUR, linestyle="--",
-                              label=f"prediction (score >= {score_threshold:g})")],
-               loc="lower center", ncol=2, fontsize=8)
-    fig.tight_layout(rect=(0, 0.4 / (3 * rows + 0.4), 1, 1))
-    return fig
-
-
-def _draw_box(ax, box, label, colour, linestyle, label_below=False):
-    """One box; truths label below their box and predictions above, so a hit shows both labels."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=linestyle,
-                           linewidth=1.5))
-    ax.text(x1, y2 if label_below else y1, label, color="white", fontsize=6, va="top" if label_below else "bottom",
-            bbox={"facecolor": colour, "pad": 1, "linewidth": 0})
 
 
 # ---- COCOeval on in-memory data ------------------------------------------------------------------
