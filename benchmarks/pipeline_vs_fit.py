@@ -4,9 +4,10 @@ model.fit of the same model, data and batch size, measured in one run.
     .venv/bin/python benchmarks/pipeline_vs_fit.py                                   # lenet5 on digits
     .venv/bin/python benchmarks/pipeline_vs_fit.py model=resnet18 model.width=0.25 data=shapes data.num_images=1000
 
-- pipeline: the BatchLoader (augment=none, the configured workers), compile_model (optimizer, schedule,
-  loss, metrics of the task) and model.fit on the loader, as pipelines/train.py wires them, without the
-  checkpoint and tracking callbacks;
+- pipeline: the BatchLoader (augment=none, the configured workers), compile_for_training (the trainer
+  section's optimizer, schedule, weight decay, momentum and XLA setting; the task's loss and metrics) and
+  model.fit on the loader, as mode=train wires them (pipelines/trainer.py), without the checkpoint and
+  tracking callbacks;
 - plain: the same network (same builder, same initial weights) compiled by hand with Adam, the task's
   loss and metrics, and model.fit on the training images and encoded targets as numpy arrays.
 
@@ -30,16 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from configured import load_config, prepare  # noqa: E402  (benchmarks/configured.py)
+from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
+
 from pipelines import context  # noqa: E402
 from pipelines.settings import TrainerSettings  # noqa: E402
-from pipelines.train import compile_for_training, training_loaders  # noqa: E402  (mode=train's wiring)
-from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
+from pipelines.trainer import compile_for_training, training_loaders  # noqa: E402  (mode=train's wiring)
 
 
 def pipeline_side(cfg, trainer: TrainerSettings, task, bundle):
-    """(model, fit arguments) as pipelines/train.py wires them."""
+    """(model, fit arguments) as mode=train wires them."""
     model = context.build_model(cfg, task, bundle)
     loader, _ = training_loaders(cfg, trainer, task, bundle, model)
     compile_for_training(model, task, trainer, steps_per_epoch=len(loader))

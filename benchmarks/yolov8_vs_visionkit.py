@@ -20,7 +20,7 @@ The same for every detector:
   visionkit.analysis.detection_metrics.coco_metrics.
 
 visionkit side: config, data, model and compile as mode=train builds them (pipelines.context,
-pipelines.train.compile_for_training: model=<name> with conf/model/<name>.yaml and the trainer section),
+pipelines.trainer.compile_for_training: model=<name> with conf/model/<name>.yaml and the trainer section),
 trained by visionkit.training.fit.fit; the served model (models.common.inference_model, without
 Faster R-CNN's proposal output) is scored.
 
@@ -51,18 +51,19 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import keras  # noqa: E402
 import keras_cv  # noqa: E402
 import numpy as np  # noqa: E402
+from configured import load_config, prepare  # noqa: E402  (benchmarks/configured.py)
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
-from configured import load_config, prepare  # noqa: E402  (benchmarks/configured.py)
 from pipelines import context  # noqa: E402
 from pipelines.settings import TrainerSettings  # noqa: E402
-from pipelines.train import compile_for_training, jit_compile, training_loaders  # noqa: E402  (mode=train's wiring)
+from pipelines.trainer import compile_for_training, training_loaders  # noqa: E402  (mode=train's wiring)
 from visionkit.data.augment import build_augmenter  # noqa: E402
 from visionkit.data.loader import BatchLoader  # noqa: E402
 from visionkit.models.common import inference_model  # noqa: E402
 from visionkit.tasks.detection import truth_lists  # noqa: E402
 from visionkit.tasks.detection_metrics import coco_metrics  # noqa: E402
 from visionkit.training.fit import fit, progress_verbosity  # noqa: E402
+from visionkit.training.precision import jit_compile  # noqa: E402
 
 # A small YOLOv8 for 64x64 scenes of 4 to 40 pixel objects: half the width of keras-cv's smallest
 # preset (yolo_v8_xs: [32, 64, 128, 256], depths [1, 2, 2, 1]) and one CSP block per stage and in the
@@ -152,7 +153,7 @@ def keras_cv_targets(encode_targets, samples: list[dict]) -> dict[str, np.ndarra
 
 
 def yolo_training_batches(cfg, trainer: TrainerSettings, task, bundle) -> BatchLoader:
-    """The batches pipelines.train.training_loaders gives our detector (order, augmentation, batch size),
+    """The batches pipelines.trainer.training_loaders gives our detector (order, augmentation, batch size),
     with targets in keras-cv's format."""
     augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
     return BatchLoader(bundle.train, partial(keras_cv_targets, task.encode_targets), augmenter=augmenter,

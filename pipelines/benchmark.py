@@ -15,29 +15,28 @@ import keras
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines import context
+from pipelines.modes import BENCHMARK_EXPERIMENT
 from pipelines.settings import BenchmarkSettings, TrainerSettings, positive, typed
-from pipelines.train import apply_cpu_threads, compile_for_training, set_precision, training_loaders
+from pipelines.trainer import compile_for_training, start_engine, trainer_settings, training_loaders
 from visionkit.analysis import layer_table, totals
 from visionkit.data.loader import BatchLoader
 from visionkit.errors import UserError
 from visionkit.models.common import inference_model
 from visionkit.tracking import flatten
-from visionkit.training.benchmark import (device_name, inference_rate, matmul_peak, synthetic_bundle,
-                                          time_training, training_flops_per_s)
-
-
-EXPERIMENT = "benchmark"  # one experiment for every task: throughput compares across tasks and machines
-HEADLINE_METRICS = ("benchmark_train_images_per_s", "benchmark_inference_images_per_s", "benchmark_mfu")
+from visionkit.training.benchmark import (
+    device_name,
+    inference_rate,
+    matmul_peak,
+    synthetic_bundle,
+    time_training,
+    training_flops_per_s,
+)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     settings = checked_settings(cfg)
-    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
-    for key in ("batch_size", "workers"):
-        positive(getattr(trainer, key), f"trainer.{key}")
-    apply_cpu_threads(trainer)  # before TensorFlow starts
-    set_precision(trainer.precision)
-    keras.utils.set_random_seed(trainer.seed)
+    trainer = trainer_settings(cfg, counts=("batch_size", "workers"))
+    start_engine(trainer, distribute=False)  # one process on its own devices: trainer.strategy is not timed
     task = context.load_task(cfg)
     bundle = context.load_data(cfg, task)
     if settings.synthetic:
@@ -53,7 +52,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     compile_for_training(model, task, trainer, steps_per_epoch=len(loader))
     size = totals(layer_table(inference_model(model)))
     tracker, _ = context.make_tracker(cfg)
-    with tracker.run(**{**context.run_identity(cfg), "experiment": EXPERIMENT}):
+    with tracker.run(**{**context.run_identity(cfg), "experiment": BENCHMARK_EXPERIMENT}):
         tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
                             "model.total_params": size["params"], "model.macs": size["macs"],
                             "benchmark.device": device_name(), "benchmark.backend": keras.backend.backend(),

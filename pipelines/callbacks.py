@@ -8,6 +8,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from pipelines.modes import BENCHMARK_EXPERIMENT
+
 
 class PrepareTrackingStore(Callback):
     """Before the jobs of a multirun start: the MLflow store's tables, and the experiments the jobs log to.
@@ -29,8 +31,6 @@ class PrepareTrackingStore(Callback):
 
 def experiment_names(config: DictConfig) -> list[str]:
     """The experiments the jobs of a sweep log to: one per task swept (task=a,b) and mode=benchmark's own."""
-    from pipelines.benchmark import EXPERIMENT as BENCHMARK_EXPERIMENT
-
     tasks = swept_values(config, "task", config.task.name)
     names = set()
     for mode in swept_values(config, "mode", config.mode):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipelines import context
-from pipelines.benchmark import EXPERIMENT as BENCHMARK_EXPERIMENT, HEADLINE_METRICS as BENCHMARK_METRICS
+from pipelines.modes import BENCHMARK_EXPERIMENT, BENCHMARK_METRICS
 from pipelines.settings import CompareSettings, TrackingSettings, positive, typed
 from visionkit.tracking.runs import experiment_runs, run_table
 

@@ -82,7 +82,7 @@ def averaged_over_views(serve, task, tta: str):
 
 
 def run(cfg: DictConfig) -> Path:
-    from pipelines.evaluate import checked_tta
+    from pipelines.evaluation import checked_tta
     from visionkit.tasks import get_task
 
     settings = typed(cfg.predict, PredictSettings, "predict")

@@ -1,4 +1,4 @@
-"""The command line: python -m pipelines.run [mode=train|evaluate|predict|export|summary|preview|verify|compare|benchmark] task=... model=... k=v ...
+"""The command line: python -m pipelines.run [mode=...] task=... model=... k=v ... (modes: pipelines/modes.py; --help)
 
 Config-group choices and the mode are checked before Hydra composes the config, so a typo gets one
 line naming the closest option instead of a stack trace. Errors the user can fix print one line on
@@ -17,13 +17,14 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pipelines.context import PROJECT_ROOT, apply_profile  # noqa: E402
-from pipelines.settings import MODES  # noqa: E402
+from pipelines.modes import MODES, modes_help  # noqa: E402
 from visionkit.errors import ExportVerificationError, TrainingDivergedError, UserError  # noqa: E402
 from visionkit.registry import unknown_name_message  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+OmegaConf.register_new_resolver("modes_help", modes_help, replace=True)  # --help's list of modes
 
 
 def group_options(group: str) -> list[str]:

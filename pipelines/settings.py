@@ -11,9 +11,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.errors import UserError
 
-MODES = ("train", "evaluate", "predict", "export", "summary", "preview", "verify", "compare", "benchmark")
-
-
 @dataclass
 class TrainerSettings:
     epochs: int

@@ -17,7 +17,7 @@ from visionkit.models import MODELS
 from visionkit.tasks import get_task
 from visionkit.tasks.detection import DetectionLoss, truth_lists
 from visionkit.tasks.detection_metrics import coco_metrics
-from visionkit.training.fit import TrainSettings, compile_model
+from visionkit.training.fit import CompileSettings, compile_model
 
 CLASS_NAMES = ["circle", "square", "triangle", "star"]
 SMALL = dict(backbone="resnet18", width=0.125, strides=(8, 16), anchor_size=2.0, aspect_ratios=(1.0,), head_depth=1)
@@ -201,7 +201,7 @@ def test_retinanet_trains_one_step_and_round_trips_through_a_keras_file(tmp_path
     data = load("shapes", task="detection", num_images=24, image_size=64)
     task = get_task("detection")
     model = task.build_model(MODELS.get("retinanet"), input_shape=(64, 64, 3), num_outputs=4, **SMALL)
-    compile_model(model, task, TrainSettings(epochs=1, learning_rate=1e-3), steps_per_epoch=1)
+    compile_model(model, task, CompileSettings(epochs=1, learning_rate=1e-3), steps_per_epoch=1)
     images = data.train.images[:8]
     targets = task.encode_targets([data.train.sample(i) for i in range(8)])
     history = model.fit(images, targets, epochs=1, batch_size=8, verbose=0)

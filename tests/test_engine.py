@@ -50,9 +50,9 @@ def test_mixed_precision_trains_with_float32_outputs(pipeline, precision):
 ])
 def test_bad_engine_settings_are_one_line_errors(check, value, message, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    from pipelines.train import jit_compile, set_precision
     from visionkit.errors import UserError
     from visionkit.training.distribute import make_strategy
+    from visionkit.training.precision import jit_compile, set_precision
 
     with pytest.raises(UserError) as error:
         {"precision": set_precision, "jit_compile": jit_compile, "strategy": make_strategy}[check](value)

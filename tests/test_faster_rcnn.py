@@ -14,7 +14,7 @@ from visionkit.models.common import inference_model
 from visionkit.outputs import MAIN_OUTPUT, PROPOSALS_OUTPUT
 from visionkit.tasks import get_task
 from visionkit.tasks.region_losses import ProposalLoss, RegionLoss, minibatch_expectation
-from visionkit.training.fit import TrainSettings, compile_model, monitored_metric
+from visionkit.training.fit import CompileSettings, compile_model, monitored_metric
 
 SMALL = dict(backbone="resnet18", width=0.125, feature_stride=8, anchor_sizes=(8, 16), aspect_ratios=(1.0,),
              pre_nms_proposals=100, proposals=16, pooled_size=2, pooling="align", fc_units=16, dropout=0.0)
@@ -188,7 +188,7 @@ def test_faster_rcnn_trains_one_step_and_round_trips_through_a_keras_file(tmp_pa
     data = load("shapes", task="detection", num_images=24, image_size=64)
     task = get_task("detection")
     model = task.build_model(MODELS.get("faster_rcnn"), input_shape=(64, 64, 3), num_outputs=4, **SMALL)
-    compile_model(model, task, TrainSettings(epochs=1, learning_rate=1e-3), steps_per_epoch=1)
+    compile_model(model, task, CompileSettings(epochs=1, learning_rate=1e-3), steps_per_epoch=1)
     assert monitored_metric(task, model) == "val_map50"  # from the task's callback, not a per-output metric
     images = data.train.images[:8]
     targets = task.encode_targets([data.train.sample(i) for i in range(8)])

@@ -121,7 +121,7 @@ def test_each_format_trains_evaluates_and_exports(pipeline, tmp_path, data, task
 
 
 def test_a_headline_metric_the_test_split_cannot_define_prints_as_not_available(capsys):
-    from pipelines.evaluate import print_metrics
+    from pipelines.evaluation import print_metrics
 
     # Detection leaves out the mAP of a test split without boxes (YOLO's test images without label files).
     print_metrics(get_task("detection"), {"test_map50": 0.25, "test_mar100": 0.5})

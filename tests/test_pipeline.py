@@ -8,6 +8,8 @@ import cv2
 import keras
 import pytest
 
+from pipelines.modes import modes_help
+
 TINY = ("trainer.epochs=1", "data.limit=48", "export.num_images=4", "tracking.system_metrics_interval=1")
 
 
@@ -130,3 +132,4 @@ def test_help_lists_the_config_groups(pipeline):
         assert group in done.stdout
     models = next(line for line in done.stdout.splitlines() if line.strip().startswith("model:"))
     assert all(name in models for name in ("lenet5", "alexnet", "vgg16", "googlenet", "resnet50", "densenet121"))
+    assert modes_help() in done.stdout  # the modes, from pipelines/modes.py

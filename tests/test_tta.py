@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipelines.evaluate import predict_split
+from pipelines.evaluation import predict_split
 from visionkit.data.core import Split
 from visionkit.data.augment.tta import multicrop_views, predict_tta
 from visionkit.errors import UserError
@@ -121,7 +121,7 @@ def test_predict_split_applies_tta_across_batches():
 def test_tta_is_refused_before_training_for_a_task_whose_outputs_cannot_be_averaged():
     from omegaconf import OmegaConf
 
-    from pipelines.evaluate import checked_tta
+    from pipelines.evaluation import checked_tta
     from visionkit.tasks import get_task
 
     cfg = OmegaConf.create({"eval": {"tta": "flip"}})

@@ -11,7 +11,7 @@ from visionkit.export.savedmodel import reference_outputs
 from visionkit.models import MODELS
 from visionkit.models.common import auxiliary_outputs, inference_model
 from visionkit.tasks import build, get_task
-from visionkit.training.fit import TrainSettings, compile_model, training_targets
+from visionkit.training.fit import CompileSettings, compile_model, training_targets
 
 # The smallest square input each architecture runs on, where it is above the default of 32:
 # AlexNet's 11x11/4 convolution and three 3x3/2 poolings, ZF-Net's two stride-2 convolutions.
@@ -47,7 +47,7 @@ def trained_one_step(name, task):
     shape, outputs = small_input(name), outputs_for(name, task)
     model = build(name, input_shape=shape, num_classes=outputs, task=task, width=0.25)
     task_object = get_task(task)
-    compile_model(model, task_object, TrainSettings(epochs=1, learning_rate=1e-3), steps_per_epoch=1)
+    compile_model(model, task_object, CompileSettings(epochs=1, learning_rate=1e-3), steps_per_epoch=1)
     model.run_eagerly = True  # compiling a DenseNet training step as a graph takes minutes; one eager step, seconds
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, *shape)).astype("uint8")

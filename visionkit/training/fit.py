@@ -15,7 +15,9 @@ from visionkit.training.optim import build_optimizer, learning_rate_schedule
 
 
 @dataclass
-class TrainSettings:
+class CompileSettings:
+    """How compile_model compiles a model for training: optimizer, learning-rate schedule and XLA."""
+
     epochs: int
     learning_rate: float
     optimizer: str = "adam"
@@ -23,11 +25,10 @@ class TrainSettings:
     warmup_epochs: int = 0
     weight_decay: float = 0.0
     momentum: float = 0.9
-    early_stopping_patience: int | None = None  # epochs without improvement; None = never stop early
     jit_compile: bool | str = "auto"  # XLA compilation of the train step: True, False or "auto" (Keras decides)
 
 
-def compile_model(model: keras.Model, task, settings: TrainSettings, steps_per_epoch: int) -> None:
+def compile_model(model: keras.Model, task, settings: CompileSettings, steps_per_epoch: int) -> None:
     schedule = learning_rate_schedule(settings.schedule, learning_rate=settings.learning_rate,
                                       total_steps=settings.epochs * steps_per_epoch,
                                       warmup_steps=settings.warmup_epochs * steps_per_epoch)

@@ -1,0 +1,72 @@
+"""The trainer section as everything that trains uses it (mode=train, mode=benchmark, benchmarks/): checked
+settings, the engine started in the right order, the loaders, and the one conversion to compile settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from omegaconf import DictConfig
+
+from pipelines import context
+from pipelines.settings import TrainerSettings, positive, typed
+from visionkit.data.augment import build_augmenter
+from visionkit.data.loader import BatchLoader
+from visionkit.training.devices import set_cpu_threads
+from visionkit.training.distribute import make_strategy
+from visionkit.training.fit import CompileSettings, compile_model, training_targets
+from visionkit.training.precision import jit_compile, set_precision
+
+TRAINING_COUNTS = ("epochs", "batch_size", "workers", "prefetch")  # trainer keys that must be at least 1
+
+
+def trainer_settings(cfg: DictConfig, counts: tuple[str, ...] = TRAINING_COUNTS) -> TrainerSettings:
+    """The trainer section, typed, with the given counts checked to be at least 1."""
+    trainer = typed(cfg.trainer, TrainerSettings, "trainer")
+    for key in counts:
+        positive(getattr(trainer, key), f"trainer.{key}")
+    return trainer
+
+
+def apply_cpu_threads(trainer: TrainerSettings) -> None:
+    """trainer.cpu_threads, or a line saying why this process keeps the threads it has."""
+    notice = set_cpu_threads(trainer.cpu_threads)
+    if notice:
+        print(notice)
+
+
+def start_engine(trainer: TrainerSettings, *, distribute: bool = True):
+    """TensorFlow's threads and devices (before anything starts TensorFlow), the dtype policy and the seed.
+    Returns trainer.strategy's tf.distribute strategy, or None (also when not `distribute`)."""
+    apply_cpu_threads(trainer)
+    strategy = make_strategy(trainer.strategy, cpu_devices=trainer.cpu_devices) if distribute else None
+    set_precision(trainer.precision)
+    keras.utils.set_random_seed(trainer.seed)
+    if strategy is not None:
+        print(f"trainer.strategy={trainer.strategy}: {strategy.num_replicas_in_sync} replicas, "
+              f"global batch {trainer.batch_size}")
+    return strategy
+
+
+def training_loaders(cfg: DictConfig, trainer: TrainerSettings, task, bundle, model) -> tuple[BatchLoader, BatchLoader]:
+    """Shuffled, augmented training batches and plain validation batches (also what mode=benchmark times)."""
+    with context.as_user_error("augment"):
+        augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
+    targets = training_targets(task.encode_targets, model)
+    common = dict(batch_size=trainer.batch_size, workers=trainer.workers, use_multiprocessing=trainer.multiprocessing,
+                  max_queue_size=trainer.prefetch)
+    return (BatchLoader(bundle.train, targets, augmenter=augmenter, shuffle=True, seed=trainer.seed, **common),
+            BatchLoader(bundle.val, targets, **common))
+
+
+def compile_settings(trainer: TrainerSettings) -> CompileSettings:
+    """The trainer section's compile settings: every field of CompileSettings is read from the trainer key of
+    the same name, so none can be left at a default that differs from the config."""
+    values = {field.name: getattr(trainer, field.name) for field in dataclasses.fields(CompileSettings)}
+    return CompileSettings(**{**values, "jit_compile": jit_compile(trainer.jit_compile)})
+
+
+def compile_for_training(model: keras.Model, task, trainer: TrainerSettings, steps_per_epoch: int) -> None:
+    """Optimizer, schedule, loss, metrics and XLA setting of the trainer section."""
+    with context.as_user_error("trainer"):
+        compile_model(model, task, compile_settings(trainer), steps_per_epoch=steps_per_epoch)
