@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.errors import UserError
+
 
 @dataclass
 class TrainerSettings:
@@ -43,22 +45,22 @@ class ExportSettings:
 
 @dataclass
 class PredictSettings:
-    input: Optional[str]
-    output: Optional[str]
+    input: str | None
+    output: str | None
     batch_size: int
 
 
 @dataclass
 class SummarySettings:
-    input_shape: Optional[list[int]] = None
-    num_classes: Optional[int] = None
+    input_shape: list[int] | None = None
+    num_classes: int | None = None
 
 
 @dataclass
 class CompareSettings:
-    experiment: Optional[str] = None
-    metric: Optional[str] = None
-    ascending: Optional[bool] = None
+    experiment: str | None = None
+    metric: str | None = None
+    ascending: bool | None = None
     limit: int = 20
     columns: int = 2
 
@@ -68,7 +70,7 @@ class BenchmarkSettings:
     warmup_steps: int = 5
     steps: int = 20
     synthetic: bool = False
-    image_shape: Optional[list[int]] = None
+    image_shape: list[int] | None = None
     matmul_size: int = 2048
     matmul_repeats: int = 8
     matmul_trials: int = 5

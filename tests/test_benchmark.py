@@ -12,8 +12,14 @@ from pipelines import compare
 from pipelines.run import CONF_DIR
 from visionkit.data.core import DataBundle, Split
 from visionkit.data.loader import BatchLoader
-from visionkit.training.benchmark import (fit_batches, inference_rate, matmul_peak, synthetic_bundle,
-                                          time_training, training_flops_per_s)
+from visionkit.training.benchmark import (
+    fit_batches,
+    inference_rate,
+    matmul_peak,
+    synthetic_bundle,
+    time_training,
+    training_flops_per_s,
+)
 
 LENET5_MACS = 416520  # LeNet-5 on 32x32x1 (test_layer_table.py)
 

@@ -28,7 +28,8 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     assert "trainer.epochs=1" in run.data.tags["overrides"]
     assert run.data.params["trainer.epochs"] == "1" and run.data.params["model.total_params"] == "61706"
     assert run.data.params["model.macs"] == "416520"  # LeNet-5 on 32x32x1, worked out in test_layer_table.py
-    for key in ("test_accuracy", "test_top5_accuracy", "test_macro_f1", "train_loss", "val_accuracy", "export_max_abs_diff"):
+    for key in ("test_accuracy", "test_top5_accuracy", "test_macro_f1", "train_loss", "val_accuracy",
+                "export_max_abs_diff"):
         assert key in run.data.metrics, key
     stored = json.loads((run_dir / "test_metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(stored["test_accuracy"])
@@ -69,7 +70,8 @@ def test_regression_trains_and_reports_r2(pipeline):
     assert {"test_mae", "test_rmse", "test_r2", "test_r2_center_x", "val_r2", "train_loss"} <= set(run.data.metrics)
     assert run.data.tags["data"] == "shapes"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/predicted_vs_true.png"]
-    signature = json.loads((pipeline.run_dir / "export" / "lenet5" / "1" / "assets.extra" / "visionkit.json").read_text())
+    export_dir = pipeline.run_dir / "export" / "lenet5" / "1"
+    signature = json.loads((export_dir / "assets.extra" / "visionkit.json").read_text())
     assert signature["target_names"] == ["center_x", "center_y", "width", "height"]
 
 
@@ -106,15 +108,19 @@ def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipelin
     (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
     (["export.num_images=0"], "error: export.num_images must be at least 1, received 0"),
     (["model.width=wide"], "error: model.width: expected float, received 'wide'"),
-    (["task=regression", "data=digits"], "error: dataset 'digits' does not support task 'regression'; it supports: classification"),
+    (["task=regression", "data=digits"],
+     "error: dataset 'digits' does not support task 'regression'; it supports: classification"),
     (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
     (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
-    (["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"], "error: predict.input is not a folder: /no/such/folder"),
+    (["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"],
+     "error: predict.input is not a folder: /no/such/folder"),
     (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
     (["model.weights=imagenet"], "error: model.weights=imagenet is available for densenet121, densenet169, "),
     (["model.freeze=c3_cnv"], "error: unknown layer of lenet5 for model.freeze 'c3_cnv' (did you mean 'c3_conv'?)"),
-    (["trainer.optimizer=adamm"], "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'"),
-    (["augment.transforms=[{name: Blurr}]"], "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)"),
+    (["trainer.optimizer=adamm"],
+     "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'"),
+    (["augment.transforms=[{name: Blurr}]"],
+     "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)"),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message):
     done = pipeline("tracking=none", *overrides, check=False)
@@ -127,7 +133,8 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message
 def test_help_lists_the_config_groups(pipeline):
     done = pipeline("--help")
     for group in ("task: classification, detection, regression, segmentation",
-                  "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, yolo", "augment:", "trainer: default",
+                  "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, yolo", "augment:",
+                  "trainer: default",
                   "tracking: mlflow, none"):
         assert group in done.stdout
     models = next(line for line in done.stdout.splitlines() if line.strip().startswith("model:"))

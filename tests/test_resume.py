@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from pathlib import Path
 from visionkit.errors import TrainingDivergedError
-from visionkit.training.checkpoints import (LAST, CheckpointWriteError, TrainingState, read_state, save_model)
+from visionkit.training.checkpoints import LAST, CheckpointWriteError, TrainingState, read_state, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ("trainer.epochs=6", "export.enabled=false", "tracking.system_metrics=false")
@@ -61,8 +61,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert read_state(tmp_path)["epochs_completed"] == 1  # epoch 1's checkpoints, not the poisoned weights
     kept = keras.saving.load_model(tmp_path / LAST)
     assert np.isfinite(kept.layers[-1].kernel.numpy()).all()
-    with pytest.raises(TrainingDivergedError, match=rf"training loss became nan at epoch 2, batch 1; the last good checkpoint is "
-                                                    rf"{tmp_path / LAST}. Try a lower trainer.learning_rate"):
+    with pytest.raises(TrainingDivergedError,
+                       match=rf"training loss became nan at epoch 2, batch 1; the last good checkpoint is "
+                             rf"{tmp_path / LAST}. Try a lower trainer.learning_rate"):
         state.raise_if_diverged()
 
 

@@ -21,9 +21,10 @@ import math
 import platform
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import keras

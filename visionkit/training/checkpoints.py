@@ -57,7 +57,8 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
-    atomic_write(Path(directory) / STATE_FILE, lambda temporary: Path(temporary).write_text(json.dumps(state, indent=2)))
+    text = json.dumps(state, indent=2)
+    atomic_write(Path(directory) / STATE_FILE, lambda temporary: Path(temporary).write_text(text))
 
 
 def read_state(directory: Path) -> dict[str, Any] | None:

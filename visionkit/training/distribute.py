@@ -132,7 +132,8 @@ def multi_worker_dataset(loader, strategy):
             for i in range(steps):
                 batch = loader[i]
                 for replica in replicas:
-                    yield keras.tree.map_structure(lambda array: array[replica::context.num_replicas_in_sync], batch)
+                    yield keras.tree.map_structure(
+                        lambda array, replica=replica: array[replica::context.num_replicas_in_sync], batch)
 
         signature = keras.tree.map_structure(
             lambda array: tf.TensorSpec((None, *array.shape[1:]), tf.as_dtype(array.dtype)), loader[0])
