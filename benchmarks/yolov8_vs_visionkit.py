@@ -17,7 +17,7 @@ The same for every detector:
 - XLA or not as trainer.jit_compile says (auto: off on a CPU, on with a GPU);
 - scoring: detections on the test split at the task's score threshold, NMS IoU and detections per image
   (conf/task/detection.yaml), truths from visionkit.tasks.detection.truth_lists, COCO metrics by
-  visionkit.analysis.detection_metrics.coco_metrics.
+  visionkit.tasks.detection_metrics.coco_metrics.
 
 visionkit side: config, data, model and compile as mode=train builds them (pipelines.context,
 pipelines.trainer.compile_for_training: model=<name> with conf/model/<name>.yaml and the trainer section),

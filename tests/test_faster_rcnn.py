@@ -30,7 +30,7 @@ def numpy_iou(a, b):
 
 
 def numpy_deltas(reference, boxes):
-    """Faster R-CNN eq. 2 over the variances, written independently of visionkit.tasks.box_coding."""
+    """Faster R-CNN eq. 2 over the variances, written independently of visionkit.layers.box_coding."""
     rw, rh = reference[:, 2] - reference[:, 0], reference[:, 3] - reference[:, 1]
     bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     raw = np.stack([(boxes[:, 0] + bw / 2 - reference[:, 0] - rw / 2) / rw,
