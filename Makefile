@@ -1,4 +1,4 @@
-# visionkit: `make run` sets up .venv and runs the default pipeline; `make test` runs the tests.
+# visionkit: `make run` sets up .venv and runs the default pipeline; `make test` runs the tests; `make lint` checks style.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all ui clean
+.PHONY: install run test test-all lint format ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ test: $(STAMP)  ## the test suite without `slow` tests
 
 test-all: $(STAMP)  ## every test, `slow` ones included
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff's checks and formatting, and the one-way import contract, with zero findings
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+format: $(STAMP)  ## apply ruff's import order and formatting
+	$(BIN)/ruff check --select I --fix .
+	$(BIN)/ruff format .
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 against the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \

@@ -31,8 +31,7 @@ def child(task_name: str, overrides: list[str], epochs: int) -> None:
     trainer, task, bundle = prepare(cfg)
     model, _, images, encoded = model_on_arrays(cfg, trainer, task, bundle)
     rates = EpochRates(len(bundle.train))
-    model.fit(images, encoded, batch_size=trainer.batch_size, epochs=epochs, shuffle=True, verbose=0,
-              callbacks=[rates])
+    model.fit(images, encoded, batch_size=trainer.batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[rates])
     print(json.dumps({"rate": statistics.median(rates.rates), "model": cfg.model.name, "data": cfg.data.name}))
 
 
@@ -50,18 +49,30 @@ def main() -> None:
     rates: dict[int, list[float]] = {threads: [] for threads in SETTINGS}
     for _ in range(args.rounds):
         for threads in SETTINGS:
-            command = [sys.executable, __file__, "--child", "--task", args.task, "--epochs", str(args.epochs),
-                       *args.overrides,
-                       f"trainer.cpu_threads={threads}"]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--task",
+                args.task,
+                "--epochs",
+                str(args.epochs),
+                *args.overrides,
+                f"trainer.cpu_threads={threads}",
+            ]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             rates[threads].append(result["rate"])
-    print(f"model={result['model']} data={result['data']}: training images/s on pre-decoded arrays "
-          f"(median of {args.rounds} processes)")
+    print(
+        f"model={result['model']} data={result['data']}: training images/s on pre-decoded arrays "
+        f"(median of {args.rounds} processes)"
+    )
     for threads in SETTINGS:
         label = "(one per core, TensorFlow's default)" if threads == 0 else "(one thread)"
-        print(f"  trainer.cpu_threads={threads} {label:38s} {statistics.median(rates[threads]):9.0f}   "
-              f"({' '.join(f'{r:.0f}' for r in rates[threads])})")
+        print(
+            f"  trainer.cpu_threads={threads} {label:38s} {statistics.median(rates[threads]):9.0f}   "
+            f"({' '.join(f'{r:.0f}' for r in rates[threads])})"
+        )
     print(f"  ratio 1 thread / default: {statistics.median(rates[1]) / statistics.median(rates[0]):.2f}")
 
 

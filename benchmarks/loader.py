@@ -71,38 +71,71 @@ def main() -> None:
     trainer, task, bundle = prepare(cfg)
     augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
     train = bundle.train
-    print(f"task={args.task} model={cfg.model.name} data={cfg.data.name} augment={len(cfg.augment.transforms)} "
-          f"transforms, batch {trainer.batch_size}, {len(train)} training images of {bundle.image_shape}, "
-          f"{os.cpu_count()} CPUs, keras backend {keras.backend.backend()}")
+    print(
+        f"task={args.task} model={cfg.model.name} data={cfg.data.name} augment={len(cfg.augment.transforms)} "
+        f"transforms, batch {trainer.batch_size}, {len(train)} training images of {bundle.image_shape}, "
+        f"{os.cpu_count()} CPUs, keras backend {keras.backend.backend()}"
+    )
 
     print("loader alone (images/s; CPU ms per 1000 images in the main process):")
     for workers, processes in [(1, False), (2, False), (2, True)]:
-        loader = BatchLoader(train, task.encode_targets, batch_size=trainer.batch_size, augmenter=augmenter,
-                             shuffle=True, seed=trainer.seed, workers=workers, use_multiprocessing=processes,
-                             max_queue_size=trainer.prefetch)
+        loader = BatchLoader(
+            train,
+            task.encode_targets,
+            batch_size=trainer.batch_size,
+            augmenter=augmenter,
+            shuffle=True,
+            seed=trainer.seed,
+            workers=workers,
+            use_multiprocessing=processes,
+            max_queue_size=trainer.prefetch,
+        )
         kind = "processes" if processes else "threads" if workers > 1 else "worker"
         rate, cpu = loader_rate(loader, args.epochs)
         print(f"  {workers} {kind:9s} {rate:9.0f}   {cpu * 1e6:6.0f}")
 
     model, targets, images, encoded = model_on_arrays(cfg, trainer, task, bundle)
-    loader = BatchLoader(train, targets, batch_size=trainer.batch_size, augmenter=augmenter, shuffle=True,
-                         seed=trainer.seed, workers=trainer.workers, use_multiprocessing=trainer.multiprocessing,
-                         max_queue_size=trainer.prefetch)
+    loader = BatchLoader(
+        train,
+        targets,
+        batch_size=trainer.batch_size,
+        augmenter=augmenter,
+        shuffle=True,
+        seed=trainer.seed,
+        workers=trainer.workers,
+        use_multiprocessing=trainer.multiprocessing,
+        max_queue_size=trainer.prefetch,
+    )
     arrays, augmented, ratios = EpochRates(len(train)), EpochRates(len(train)), []
     for _ in range(args.rounds):
-        model.fit(images, encoded, batch_size=trainer.batch_size, epochs=args.epochs, shuffle=True, verbose=0,
-                  callbacks=[arrays])
+        model.fit(
+            images,
+            encoded,
+            batch_size=trainer.batch_size,
+            epochs=args.epochs,
+            shuffle=True,
+            verbose=0,
+            callbacks=[arrays],
+        )
         model.fit(loader, epochs=args.epochs, verbose=0, callbacks=[augmented])
-        ratios.append(statistics.median(augmented.rates[-(args.epochs - 1):]) /
-                      statistics.median(arrays.rates[-(args.epochs - 1):]))
+        ratios.append(
+            statistics.median(augmented.rates[-(args.epochs - 1) :])
+            / statistics.median(arrays.rates[-(args.epochs - 1) :])
+        )
     workers = f"{trainer.workers} {'process' if trainer.multiprocessing else 'thread'}(s)"
-    print(f"training (images/s, median of {len(arrays.rates)} epochs of {len(loader)} steps; "
-          f"CPU ms per 1000 images in the main process):")
-    for name, timer in [("pre-decoded arrays, no augmentation  ", arrays),
-                        (f"BatchLoader + augmentation, {workers:9s}", augmented)]:
+    print(
+        f"training (images/s, median of {len(arrays.rates)} epochs of {len(loader)} steps; "
+        f"CPU ms per 1000 images in the main process):"
+    )
+    for name, timer in [
+        ("pre-decoded arrays, no augmentation  ", arrays),
+        (f"BatchLoader + augmentation, {workers:9s}", augmented),
+    ]:
         print(f"  {name} {statistics.median(timer.rates):9.0f}   {statistics.median(timer.cpu_per_image) * 1e6:6.0f}")
-    print(f"  ratio {statistics.median(ratios):.2f} (median of {args.rounds} rounds: "
-          f"{' '.join(f'{r:.2f}' for r in ratios)}; target >= 0.9)")
+    print(
+        f"  ratio {statistics.median(ratios):.2f} (median of {args.rounds} rounds: "
+        f"{' '.join(f'{r:.2f}' for r in ratios)}; target >= 0.9)"
+    )
     # With no idle core (a machine shared with other jobs), throughput goes as 1 / CPU time per image.
     cpu_ratio = statistics.median(arrays.cpu_per_image) / statistics.median(augmented.cpu_per_image)
     print(f"  ratio on saturated cores, from CPU time per image: {cpu_ratio:.2f}")

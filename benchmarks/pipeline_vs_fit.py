@@ -50,12 +50,19 @@ def pipeline_side(cfg, trainer: TrainerSettings, task, bundle):
 def plain_side(cfg, trainer: TrainerSettings, task, bundle):
     """(model, fit arguments): the same network compiled by hand, numpy arrays in memory."""
     model = context.build_model(cfg, task, bundle)
-    model.compile(optimizer=keras.optimizers.Adam(trainer.learning_rate), loss=task.loss(),
-                  metrics=task.metrics(model.output_shape[-1]))
+    model.compile(
+        optimizer=keras.optimizers.Adam(trainer.learning_rate),
+        loss=task.loss(),
+        metrics=task.metrics(model.output_shape[-1]),
+    )
     train = bundle.train
     targets = task.encode_targets([train.sample(i) for i in range(len(train))])
-    return model, {"x": np.ascontiguousarray(train.images), "y": targets, "batch_size": trainer.batch_size,
-                   "shuffle": True}
+    return model, {
+        "x": np.ascontiguousarray(train.images),
+        "y": targets,
+        "batch_size": trainer.batch_size,
+        "shuffle": True,
+    }
 
 
 def main() -> None:
@@ -71,29 +78,39 @@ def main() -> None:
     for name, build in (("plain", plain_side), ("pipeline", pipeline_side)):
         keras.utils.set_random_seed(trainer.seed)  # the same initial weights on both sides
         sides[name] = (*build(cfg, trainer, task, bundle), EpochRates(len(bundle.train)))
-    print(f"{cfg.model.name} on {cfg.data.name}: {len(bundle.train)} training images of "
-          f"{'x'.join(map(str, bundle.image_shape))}, batch {trainer.batch_size}, {trainer.workers} loader worker(s), "
-          f"keras {keras.backend.backend()}, {os.cpu_count()} CPUs")
+    print(
+        f"{cfg.model.name} on {cfg.data.name}: {len(bundle.train)} training images of "
+        f"{'x'.join(map(str, bundle.image_shape))}, batch {trainer.batch_size}, {trainer.workers} loader worker(s), "
+        f"keras {keras.backend.backend()}, {os.cpu_count()} CPUs"
+    )
 
     ratios = []
     for round_index in range(args.rounds):
         order = list(sides.values())
         for model, fit_args, timer in order[::-1] if round_index % 2 else order:  # who goes first alternates
             model.fit(**fit_args, epochs=args.epochs, verbose=0, callbacks=[timer])
-        latest = {name: statistics.median(timer.rates[-(args.epochs - 1):]) for name, (_, _, timer) in sides.items()}
+        latest = {name: statistics.median(timer.rates[-(args.epochs - 1) :]) for name, (_, _, timer) in sides.items()}
         ratios.append(latest["pipeline"] / latest["plain"])
     timed = len(sides["plain"][2].rates)
     timers = {name: timer for name, (_, _, timer) in sides.items()}
     cpu = {name: statistics.median(timer.cpu_per_image) for name, timer in timers.items()}
-    print(f"training (median of {timed} epochs each, {args.rounds} rounds of {args.epochs}-epoch fits): "
-          f"images/s, CPU ms per 1000 images")
-    print(f"  plain model.fit on numpy arrays       {statistics.median(timers['plain'].rates):10,.0f} "
-          f"{cpu['plain'] * 1e6:8.0f}")
-    print(f"  pipeline: BatchLoader + compile_model {statistics.median(timers['pipeline'].rates):10,.0f} "
-          f"{cpu['pipeline'] * 1e6:8.0f}")
-    print(f"  ratio pipeline / plain: {statistics.median(ratios):.3f} images/s (median of the rounds: "
-          f"{' '.join(f'{r:.2f}' for r in ratios)}; target >= 0.95); {cpu['plain'] / cpu['pipeline']:.3f} "
-          f"by CPU time per image")
+    print(
+        f"training (median of {timed} epochs each, {args.rounds} rounds of {args.epochs}-epoch fits): "
+        f"images/s, CPU ms per 1000 images"
+    )
+    print(
+        f"  plain model.fit on numpy arrays       {statistics.median(timers['plain'].rates):10,.0f} "
+        f"{cpu['plain'] * 1e6:8.0f}"
+    )
+    print(
+        f"  pipeline: BatchLoader + compile_model {statistics.median(timers['pipeline'].rates):10,.0f} "
+        f"{cpu['pipeline'] * 1e6:8.0f}"
+    )
+    print(
+        f"  ratio pipeline / plain: {statistics.median(ratios):.3f} images/s (median of the rounds: "
+        f"{' '.join(f'{r:.2f}' for r in ratios)}; target >= 0.95); {cpu['plain'] / cpu['pipeline']:.3f} "
+        f"by CPU time per image"
+    )
 
 
 if __name__ == "__main__":

@@ -105,8 +105,13 @@ class WallClockBudget(keras.callbacks.Callback):
 
 def detection_config(model: str, args: argparse.Namespace):
     """task=detection's configuration with our model, as `python -m pipelines.run` composes it."""
-    overrides = ["task=detection", f"model={model}", "tracking=none", "trainer.schedule=constant",
-                 f"trainer.seed={args.seed}"]
+    overrides = [
+        "task=detection",
+        f"model={model}",
+        "tracking=none",
+        "trainer.schedule=constant",
+        f"trainer.seed={args.seed}",
+    ]
     if args.batch_size is not None:
         overrides.append(f"trainer.batch_size={args.batch_size}")
     if args.limit is not None:
@@ -121,13 +126,21 @@ def score_on_test_split(detections: list[dict], task, bundle) -> dict[str, float
     return coco_metrics(truths, detections, bundle.class_names, bundle.image_shape[:2])
 
 
-def result_row(detector: str, model: keras.Model, budget: WallClockBudget, steps_per_epoch: int,
-               metrics: dict[str, float]) -> dict:
-    return {"detector": detector, "parameters": model.count_params(), "epochs": budget.steps / steps_per_epoch,
-            "train_s": budget.elapsed, "first_step_s": budget.first_step, **{name: metrics[name] for name in METRICS}}
+def result_row(
+    detector: str, model: keras.Model, budget: WallClockBudget, steps_per_epoch: int, metrics: dict[str, float]
+) -> dict:
+    return {
+        "detector": detector,
+        "parameters": model.count_params(),
+        "epochs": budget.steps / steps_per_epoch,
+        "train_s": budget.elapsed,
+        "first_step_s": budget.first_step,
+        **{name: metrics[name] for name in METRICS},
+    }
 
 
 # ---- visionkit ---------------------------------------------------------------------------------------
+
 
 def train_visionkit(model_name: str, args: argparse.Namespace) -> dict:
     """Our detector, built, compiled and fitted by the library as mode=train does, within the budget."""
@@ -146,6 +159,7 @@ def train_visionkit(model_name: str, args: argparse.Namespace) -> dict:
 
 # ---- keras-cv YOLOv8 ---------------------------------------------------------------------------------
 
+
 def keras_cv_targets(encode_targets, samples: list[dict]) -> dict[str, np.ndarray]:
     """keras-cv's dense bounding-box dict from our padded [B, M, 5] targets; both pad with -1."""
     targets = encode_targets(samples)
@@ -156,45 +170,75 @@ def yolo_training_batches(cfg, trainer: TrainerSettings, task, bundle) -> BatchL
     """The batches pipelines.trainer.training_loaders gives our detector (order, augmentation, batch size),
     with targets in keras-cv's format."""
     augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
-    return BatchLoader(bundle.train, partial(keras_cv_targets, task.encode_targets), augmenter=augmenter,
-                       shuffle=True, seed=trainer.seed, batch_size=trainer.batch_size, workers=trainer.workers,
-                       use_multiprocessing=trainer.multiprocessing, max_queue_size=trainer.prefetch)
+    return BatchLoader(
+        bundle.train,
+        partial(keras_cv_targets, task.encode_targets),
+        augmenter=augmenter,
+        shuffle=True,
+        seed=trainer.seed,
+        batch_size=trainer.batch_size,
+        workers=trainer.workers,
+        use_multiprocessing=trainer.multiprocessing,
+        max_queue_size=trainer.prefetch,
+    )
 
 
 def build_yolo(task, bundle) -> keras.Model:
-    backbone = keras_cv.models.YOLOV8Backbone(stackwise_channels=YOLO_CHANNELS, stackwise_depth=YOLO_DEPTHS,
-                                              include_rescaling=True,  # it gets uint8 pixels, as ours does
-                                              input_shape=bundle.image_shape)
+    backbone = keras_cv.models.YOLOV8Backbone(
+        stackwise_channels=YOLO_CHANNELS,
+        stackwise_depth=YOLO_DEPTHS,
+        include_rescaling=True,  # it gets uint8 pixels, as ours does
+        input_shape=bundle.image_shape,
+    )
     # keras-cv's default decoder keeps boxes above 0.2 confidence after NMS at IoU 0.7; COCO's AP counts
     # low-scoring detections too, so it gets the task's thresholds, the ones our detector is scored with.
-    decoder = keras_cv.layers.NonMaxSuppression("xyxy", from_logits=False, iou_threshold=task.suppression["nms_iou"],
-                                                confidence_threshold=task.suppression["score_threshold"],
-                                                max_detections=task.suppression["max_detections"])
-    return keras_cv.models.YOLOV8Detector(backbone=backbone, num_classes=len(bundle.class_names),
-                                          bounding_box_format="xyxy", fpn_depth=YOLO_FPN_DEPTH,
-                                          prediction_decoder=decoder)
+    decoder = keras_cv.layers.NonMaxSuppression(
+        "xyxy",
+        from_logits=False,
+        iou_threshold=task.suppression["nms_iou"],
+        confidence_threshold=task.suppression["score_threshold"],
+        max_detections=task.suppression["max_detections"],
+    )
+    return keras_cv.models.YOLOV8Detector(
+        backbone=backbone,
+        num_classes=len(bundle.class_names),
+        bounding_box_format="xyxy",
+        fpn_depth=YOLO_FPN_DEPTH,
+        prediction_decoder=decoder,
+    )
 
 
 def yolo_detections(model: keras.Model, images: np.ndarray, batch_size: int) -> list[dict]:
     """Per image {"boxes", "scores", "classes"}: the decoder's padded rows up to num_detections."""
     found = model.predict(images, batch_size=batch_size, verbose=0)
-    return [{"boxes": found["boxes"][i, :n], "scores": found["confidence"][i, :n],
-             "classes": found["classes"][i, :n].astype(np.int64)} for i, n in enumerate(found["num_detections"])]
+    return [
+        {
+            "boxes": found["boxes"][i, :n],
+            "scores": found["confidence"][i, :n],
+            "classes": found["classes"][i, :n].astype(np.int64),
+        }
+        for i, n in enumerate(found["num_detections"])
+    ]
 
 
 def train_yolo(args: argparse.Namespace) -> dict:
     """keras-cv's YOLOv8 on the same batches, with the same budget and scoring."""
     cfg = detection_config("retinanet", args)  # only the task, data, augment and trainer sections are used
     trainer, task, bundle = prepare(cfg)
-    print(f"{cfg.data.name}: {len(bundle.train)} training / {len(bundle.test)} test images of "
-          f"{'x'.join(map(str, bundle.image_shape))}, batch {trainer.batch_size}, "
-          f"augment={HydraConfig.get().runtime.choices.augment}")
+    print(
+        f"{cfg.data.name}: {len(bundle.train)} training / {len(bundle.test)} test images of "
+        f"{'x'.join(map(str, bundle.image_shape))}, batch {trainer.batch_size}, "
+        f"augment={HydraConfig.get().runtime.choices.augment}"
+    )
     model = build_yolo(task, bundle)
     # Keyword arguments: keras-cv's compile takes the two losses first, Keras's third positional is loss_weights.
     # XLA as for ours (trainer.jit_compile; "auto" is off on a CPU, on with a GPU): YOLOv8's train step compiles.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=YOLO_LEARNING_RATE, global_clipnorm=YOLO_CLIPNORM),
-                  box_loss="ciou", classification_loss="binary_crossentropy",
-                  jit_compile=jit_compile(trainer.jit_compile))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=YOLO_LEARNING_RATE, global_clipnorm=YOLO_CLIPNORM),
+        box_loss="ciou",
+        classification_loss="binary_crossentropy",
+        jit_compile=jit_compile(trainer.jit_compile),
+    )
     train_data = yolo_training_batches(cfg, trainer, task, bundle)
     budget = WallClockBudget(args.seconds)
     model.fit(train_data, epochs=EPOCH_CAP, callbacks=[budget], verbose=progress_verbosity())
@@ -204,14 +248,20 @@ def train_yolo(args: argparse.Namespace) -> dict:
 
 # ---- report ------------------------------------------------------------------------------------------
 
+
 def format_results(rows: list[dict]) -> str:
     """The table, then the ratio of each of our detectors' map50 to YOLOv8's (the first row). `train s`
     includes `1st step s`, the tracing of the train step."""
     header = ["parameters", "epochs", "train s", "1st step s", *(f"test {name}" for name in METRICS)]
     lines = [f"{'detector':<26}" + "".join(f"{title:>12}" for title in header)]
     for row in rows:
-        cells = [f"{row['parameters']:,}", f"{row['epochs']:.2f}", f"{row['train_s']:.1f}",
-                 f"{row['first_step_s']:.1f}", *(f"{row[name]:.3f}" for name in METRICS)]
+        cells = [
+            f"{row['parameters']:,}",
+            f"{row['epochs']:.2f}",
+            f"{row['train_s']:.1f}",
+            f"{row['first_step_s']:.1f}",
+            *(f"{row[name]:.3f}" for name in METRICS),
+        ]
         lines.append(f"{row['detector']:<26}" + "".join(f"{cell:>12}" for cell in cells))
     yolo = rows[0]["map50"]
     for row in rows[1:]:
@@ -223,8 +273,13 @@ def format_results(rows: list[dict]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="wall-clock training budget per detector")
-    parser.add_argument("--models", nargs="+", default=["retinanet"], choices=["retinanet", "faster_rcnn"],
-                        help="our detectors (conf/model/<name>.yaml)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["retinanet"],
+        choices=["retinanet", "faster_rcnn"],
+        help="our detectors (conf/model/<name>.yaml)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="default: the trainer's (conf/trainer)")
     parser.add_argument("--seed", type=int, default=0, help="weights, shuffling and augmentation")
     parser.add_argument("--limit", type=int, default=None, help="first N images of each split (smoke tests)")
@@ -233,9 +288,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    print(f"YOLOv8 (keras-cv {keras_cv.__version__}) against visionkit's {', '.join(args.models)} on shapes: "
-          f"{args.seconds:g} s of training each, seed {args.seed}, keras {keras.__version__} "
-          f"({keras.backend.backend()}), {os.cpu_count()} CPUs")
+    print(
+        f"YOLOv8 (keras-cv {keras_cv.__version__}) against visionkit's {', '.join(args.models)} on shapes: "
+        f"{args.seconds:g} s of training each, seed {args.seed}, keras {keras.__version__} "
+        f"({keras.backend.backend()}), {os.cpu_count()} CPUs"
+    )
     rows = [train_yolo(args)] + [train_visionkit(name, args) for name in args.models]
     print(format_results(rows))
     return rows

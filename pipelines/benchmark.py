@@ -45,19 +45,27 @@ def run(cfg: DictConfig) -> dict[str, float]:
         steps = settings.warmup_steps + settings.steps
         bundle = synthetic_bundle(bundle, shape, steps * trainer.batch_size, seed=trainer.seed)
     if len(bundle.train) < trainer.batch_size:
-        raise UserError(f"mode=benchmark needs one full batch: {len(bundle.train)} training images for "
-                        f"trainer.batch_size={trainer.batch_size}; lower it or raise data.limit")
+        raise UserError(
+            f"mode=benchmark needs one full batch: {len(bundle.train)} training images for "
+            f"trainer.batch_size={trainer.batch_size}; lower it or raise data.limit"
+        )
     model = context.build_model(cfg, task, bundle)
     loader, _ = training_loaders(cfg, trainer, task, bundle, model)
     compile_for_training(model, task, trainer, steps_per_epoch=len(loader))
     size = totals(layer_table(inference_model(model)))
     tracker, _ = context.make_tracker(cfg)
     with tracker.run(**{**context.run_identity(cfg), "experiment": BENCHMARK_EXPERIMENT}):
-        tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
-                            "model.total_params": size["params"], "model.macs": size["macs"],
-                            "benchmark.device": device_name(), "benchmark.backend": keras.backend.backend(),
-                            "benchmark.compute_dtype": keras.mixed_precision.global_policy().compute_dtype,
-                            "benchmark.input_shape": list(bundle.image_shape)})
+        tracker.log_params(
+            {
+                **flatten(OmegaConf.to_container(cfg, resolve=True)),
+                "model.total_params": size["params"],
+                "model.macs": size["macs"],
+                "benchmark.device": device_name(),
+                "benchmark.backend": keras.backend.backend(),
+                "benchmark.compute_dtype": keras.mixed_precision.global_policy().compute_dtype,
+                "benchmark.input_shape": list(bundle.image_shape),
+            }
+        )
         metrics = measure(model, loader, settings, size["macs"])
         tracker.log_metrics(metrics)
     (context.output_dir() / "benchmark.json").write_text(json.dumps(metrics, indent=2))
@@ -81,10 +89,12 @@ def measure(model: keras.Model, loader: BatchLoader, settings: BenchmarkSettings
     steps = {"warmup_steps": settings.warmup_steps, "steps": settings.steps}
     training = time_training(model, loader, **steps)
     images = loader[0][0]
-    metrics = {"benchmark_train_images_per_s": training.images_per_s,
-               "benchmark_train_step_ms": 1000 * loader.batch_size / training.images_per_s,
-               "benchmark_data_wait_share": training.data_wait_share,
-               "benchmark_inference_images_per_s": inference_rate(inference_model(model), images, **steps)}
+    metrics = {
+        "benchmark_train_images_per_s": training.images_per_s,
+        "benchmark_train_step_ms": 1000 * loader.batch_size / training.images_per_s,
+        "benchmark_data_wait_share": training.data_wait_share,
+        "benchmark_inference_images_per_s": inference_rate(inference_model(model), images, **steps),
+    }
     peak = matmul_peak(settings.matmul_size, repeats=settings.matmul_repeats, trials=settings.matmul_trials)
     metrics["benchmark_peak_tflops"] = peak / 1e12
     if macs:
@@ -93,21 +103,31 @@ def measure(model: keras.Model, loader: BatchLoader, settings: BenchmarkSettings
     return metrics
 
 
-def report(cfg: DictConfig, trainer: TrainerSettings, settings: BenchmarkSettings, image_shape, macs: int | None,
-           metrics: dict[str, float]) -> str:
+def report(
+    cfg: DictConfig,
+    trainer: TrainerSettings,
+    settings: BenchmarkSettings,
+    image_shape,
+    macs: int | None,
+    metrics: dict[str, float],
+) -> str:
     data = "synthetic images" if settings.synthetic else cfg.data.name
     dtype = keras.mixed_precision.global_policy().compute_dtype
-    lines = [f"benchmark: {cfg.model.name} on {data} of {'x'.join(map(str, image_shape))}, batch {trainer.batch_size}, "
-             f"median of {settings.steps} steps after {settings.warmup_steps}; {device_name()}, "
-             f"keras {keras.backend.backend()}, {dtype}",
-             f"  training   {metrics['benchmark_train_images_per_s']:>12,.1f} images/s  (step "
-             f"{metrics['benchmark_train_step_ms']:.1f} ms, {metrics['benchmark_data_wait_share']:.1%} of it waiting "
-             f"for data)",
-             f"  inference  {metrics['benchmark_inference_images_per_s']:>12,.1f} images/s"]
+    lines = [
+        f"benchmark: {cfg.model.name} on {data} of {'x'.join(map(str, image_shape))}, batch {trainer.batch_size}, "
+        f"median of {settings.steps} steps after {settings.warmup_steps}; {device_name()}, "
+        f"keras {keras.backend.backend()}, {dtype}",
+        f"  training   {metrics['benchmark_train_images_per_s']:>12,.1f} images/s  (step "
+        f"{metrics['benchmark_train_step_ms']:.1f} ms, {metrics['benchmark_data_wait_share']:.1%} of it waiting "
+        f"for data)",
+        f"  inference  {metrics['benchmark_inference_images_per_s']:>12,.1f} images/s",
+    ]
     if "benchmark_mfu" in metrics:
-        lines.append(f"  MFU        {metrics['benchmark_mfu']:>12.1%}  ({metrics['benchmark_achieved_tflops']:.4g} "
-                     f"TFLOP/s = 6 x {macs:,} MACs x images/s, of a {metrics['benchmark_peak_tflops']:.4g} TFLOP/s "
-                     f"{dtype} matmul peak)")
+        lines.append(
+            f"  MFU        {metrics['benchmark_mfu']:>12.1%}  ({metrics['benchmark_achieved_tflops']:.4g} "
+            f"TFLOP/s = 6 x {macs:,} MACs x images/s, of a {metrics['benchmark_peak_tflops']:.4g} TFLOP/s "
+            f"{dtype} matmul peak)"
+        )
     else:
         lines.append("  MFU        unknown: the model's MACs need a fixed input size")
     return "\n".join(lines)

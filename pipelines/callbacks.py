@@ -43,6 +43,9 @@ def swept_values(config: DictConfig, key: str, default: str) -> list[str]:
     overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     for override in overrides:
         if override.get_key_element() == key:
-            return [str(value) for value in override.sweep_iterator()] if override.is_sweep_override() \
+            return (
+                [str(value) for value in override.sweep_iterator()]
+                if override.is_sweep_override()
                 else [str(override.value())]
+            )
     return [default]

@@ -24,8 +24,14 @@ def run(cfg: DictConfig) -> str:
     experiment = settings.experiment or cfg.task.name
     headline = headline_metrics(cfg, experiment)
     runs = experiment_runs(tracking.uri, experiment)
-    table = run_table(runs, settings.metric or headline[0], ascending=settings.ascending, limit=settings.limit,
-                      columns=settings.columns, preferred=headline)
+    table = run_table(
+        runs,
+        settings.metric or headline[0],
+        ascending=settings.ascending,
+        limit=settings.limit,
+        columns=settings.columns,
+        preferred=headline,
+    )
     text = table.format()
     shown = f"the first {len(table.rows)} of " if len(table.rows) < table.total_runs else ""
     order = "ascending" if table.ascending else "descending"

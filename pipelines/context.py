@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -119,8 +120,14 @@ def build_model(cfg: DictConfig, task, bundle):
     # ImageNet weights come with the normalisation they were trained with, not the data's statistics.
     mean, std = transfer.imagenet_pixel_stats(name) if weights == "imagenet" else bundle.pixel_stats()
     with as_user_error(f"model '{name}'"):
-        model = task.build_model(builder, input_shape=bundle.image_shape, num_outputs=task.num_outputs(bundle),
-                                 pixel_mean=mean, pixel_std=std, **kwargs)
+        model = task.build_model(
+            builder,
+            input_shape=bundle.image_shape,
+            num_outputs=task.num_outputs(bundle),
+            pixel_mean=mean,
+            pixel_std=std,
+            **kwargs,
+        )
     if weights == "imagenet":
         print(f"model.weights: {len(transfer.load_imagenet_weights(model, name))} layers from ImageNet")
     elif weights:
@@ -132,9 +139,15 @@ def build_model(cfg: DictConfig, task, bundle):
 
 def model_metadata(cfg: DictConfig, task, bundle, model) -> dict[str, Any]:
     """What serving and prediction need besides the weights."""
-    return {"task": cfg.task.name, "model": cfg.model.name, "data": cfg.data.name,
-            "input_shape": list(model.input_shape[1:]), "class_names": bundle.class_names,
-            "target_names": bundle.target_names, **task.serving_metadata(bundle)}
+    return {
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "input_shape": list(model.input_shape[1:]),
+        "class_names": bundle.class_names,
+        "target_names": bundle.target_names,
+        **task.serving_metadata(bundle),
+    }
 
 
 def write_metadata(directory: Path, metadata: dict[str, Any]) -> None:
@@ -151,8 +164,12 @@ def make_tracker(cfg: DictConfig):
         raise UserError("tracking.register=true registers the exported SavedModel; it needs export.enabled=true")
     if not settings.enabled:
         return NullTracker(), settings
-    return MlflowTracker(settings.uri, settings.artifact_root, system_metrics=settings.system_metrics,
-                         system_metrics_interval=settings.system_metrics_interval), settings
+    return MlflowTracker(
+        settings.uri,
+        settings.artifact_root,
+        system_metrics=settings.system_metrics,
+        system_metrics_interval=settings.system_metrics_interval,
+    ), settings
 
 
 def git_commit() -> str:
@@ -167,11 +184,21 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """Experiment, run name and tags of this pipeline call."""
     overrides = " ".join(HydraConfig.get().overrides.task)
     commit = git_commit()
-    return {"experiment": cfg.task.name, "run_name": run_name(cfg, HydraConfig.get()),
-            "tags": {"task": cfg.task.name, "model": cfg.model.name, "data": cfg.data.name, "mode": cfg.mode,
-                     "profile": cfg.get("profile", "full"),
-                     "git_commit": commit, "mlflow.source.git.commit": commit, "overrides": overrides or "(none)",
-                     "run_dir": str(output_dir())}}
+    return {
+        "experiment": cfg.task.name,
+        "run_name": run_name(cfg, HydraConfig.get()),
+        "tags": {
+            "task": cfg.task.name,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "mode": cfg.mode,
+            "profile": cfg.get("profile", "full"),
+            "git_commit": commit,
+            "mlflow.source.git.commit": commit,
+            "overrides": overrides or "(none)",
+            "run_dir": str(output_dir()),
+        },
+    }
 
 
 # Overrides that do not tell the jobs of a sweep apart: where they log, and the choices the name starts with.
@@ -186,9 +213,11 @@ def run_name(cfg: DictConfig, hydra: DictConfig) -> str:
     name = f"{cfg.model.name}-{cfg.data.name}"
     if hydra.mode != RunMode.MULTIRUN:
         return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    telling = sorted(override for override in hydra.overrides.task
-                     if not override.startswith(NAMELESS_OVERRIDES)
-                     and override.split("=", 1)[0].lstrip("+~") not in NAMED_CHOICES)
+    telling = sorted(
+        override
+        for override in hydra.overrides.task
+        if not override.startswith(NAMELESS_OVERRIDES) and override.split("=", 1)[0].lstrip("+~") not in NAMED_CHOICES
+    )
     return "-".join([name, ",".join(telling)]) if telling else name
 
 
@@ -223,8 +252,10 @@ def check_checkpoint_matches(cfg: DictConfig, checkpoint: Checkpoint) -> None:
     trained = {key: checkpoint.metadata[key] for key in ("task", "data")}
     asked = {"task": cfg.task.name, "data": cfg.data.name}
     if trained != asked:
-        raise UserError(f"checkpoint {checkpoint.model_path} was trained for task={trained['task']} "
-                        f"data={trained['data']}; pass those (received task={asked['task']} data={asked['data']})")
+        raise UserError(
+            f"checkpoint {checkpoint.model_path} was trained for task={trained['task']} "
+            f"data={trained['data']}; pass those (received task={asked['task']} data={asked['data']})"
+        )
 
 
 def load_checkpoint_model(checkpoint: Checkpoint):
@@ -239,6 +270,8 @@ def load_checkpoint_model(checkpoint: Checkpoint):
     except ValueError as error:
         if "safe_mode" not in str(error):
             raise
-        raise UserError(f"checkpoint {checkpoint.model_path} was refused: it holds Python code (such as a Lambda "
-                        "layer's function) that Keras's safe_mode will not run") from None
+        raise UserError(
+            f"checkpoint {checkpoint.model_path} was refused: it holds Python code (such as a Lambda "
+            "layer's function) that Keras's safe_mode will not run"
+        ) from None
     return inference_model(model)  # a training checkpoint may still carry auxiliary heads

@@ -21,8 +21,9 @@ def predict_split(model, task, split, batch_size: int, tta: str = "none") -> np.
     return np.concatenate([predict_tta(model.predict_on_batch, images, tta) for images, _ in loader])
 
 
-def evaluate_and_log(model, task, bundle, tracker, *, batch_size: int, prefix: str = "test",
-                     tta: str = "none") -> dict[str, float]:
+def evaluate_and_log(
+    model, task, bundle, tracker, *, batch_size: int, prefix: str = "test", tta: str = "none"
+) -> dict[str, float]:
     """Task metrics (numpy, on the whole split) logged as <prefix>_*; pictures under plots/."""
     split = getattr(bundle, prefix)
     y_true = task.encode_targets([split.sample(i) for i in range(len(split))])

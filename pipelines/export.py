@@ -19,5 +19,6 @@ def run(cfg: DictConfig) -> Path:
     model = context.load_checkpoint_model(checkpoint)
     tracker, _ = context.make_tracker(cfg)
     with tracker.run(**context.run_identity(cfg)):
-        return export_and_verify(model, task, checkpoint.metadata, bundle.test.images[:settings.num_images],
-                                 settings, tracker)
+        return export_and_verify(
+            model, task, checkpoint.metadata, bundle.test.images[: settings.num_images], settings, tracker
+        )

@@ -97,12 +97,13 @@ def run(cfg: DictConfig) -> Path:
     task = get_task(metadata["task"])
     tta = checked_tta(cfg, task)  # before the model loads
     serve = averaged_over_views(load_serving_fn(path, task), task, tta)
-    names = SimpleNamespace(**{**metadata, "class_names": metadata.get("class_names", []),
-                               "target_names": metadata.get("target_names", [])})
+    names = SimpleNamespace(
+        **{**metadata, "class_names": metadata.get("class_names", []), "target_names": metadata.get("target_names", [])}
+    )
     output = Path(settings.output) if settings.output else context.output_dir() / "predictions.csv"
     rows = []
     for start in range(0, len(files), settings.batch_size):
-        batch = [(f, read_image(f, metadata["input_shape"])) for f in files[start:start + settings.batch_size]]
+        batch = [(f, read_image(f, metadata["input_shape"])) for f in files[start : start + settings.batch_size]]
         batch = [(f, image) for f, image in batch if image is not None]
         if batch:
             outputs = serve(np.stack([image for _, image in batch]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -20,7 +20,7 @@ from visionkit.tracking import flatten
 @dataclass
 class PreviewSettings:
     num_images: int
-    output: Optional[str] = None
+    output: str | None = None
 
 
 def first_samples(loader: BatchLoader, count: int) -> list[dict[str, Any]]:
@@ -49,8 +49,14 @@ def run(cfg: DictConfig) -> Path:
     with context.as_user_error("augment"):
         augmenter = build_augmenter(**augment, seed=trainer.seed)
     # The training loader's own order and seeds: the preview shows the samples epoch 0 starts with.
-    loader = BatchLoader(bundle.train, task.encode_targets, batch_size=trainer.batch_size, augmenter=augmenter,
-                         shuffle=True, seed=trainer.seed)
+    loader = BatchLoader(
+        bundle.train,
+        task.encode_targets,
+        batch_size=trainer.batch_size,
+        augmenter=augmenter,
+        shuffle=True,
+        seed=trainer.seed,
+    )
     samples = first_samples(loader, settings.num_images)
     tiles = [draw_sample(task_view(sample, task.target_key), bundle.class_names) for sample in samples]
     figure = image_figure(image_grid(tiles))
@@ -59,9 +65,12 @@ def run(cfg: DictConfig) -> Path:
     figure.savefig(output)
     tracker, _ = context.make_tracker(cfg)
     with tracker.run(**context.run_identity(cfg)):
-        tracker.log_params({**flatten({"augment": augment}), "trainer.seed": trainer.seed,
-                            "preview.num_images": len(samples)})
+        tracker.log_params(
+            {**flatten({"augment": augment}), "trainer.seed": trainer.seed, "preview.num_images": len(samples)}
+        )
         tracker.log_figure(figure, "preview.png")
-    print(f"preview: {len(samples)} augmented training samples of {cfg.data.name} "
-          f"(augment: {len(augment.get('transforms') or [])} transforms) -> {output}")
+    print(
+        f"preview: {len(samples)} augmented training samples of {cfg.data.name} "
+        f"(augment: {len(augment.get('transforms') or [])} transforms) -> {output}"
+    )
     return output

@@ -90,8 +90,10 @@ def print_models() -> None:
     from visionkit.models import MODELS  # imports keras: only for --help, so that a typo's check stays quick
 
     width = max(map(len, MODELS.names()))
-    print("== Models ==\nmodel=<name>, the tasks it supports, and imagenet where model.weights=imagenet "
-          "starts from keras.applications' ImageNet weights\n")
+    print(
+        "== Models ==\nmodel=<name>, the tasks it supports, and imagenet where model.weights=imagenet "
+        "starts from keras.applications' ImageNet weights\n"
+    )
     for name in MODELS.names():
         meta = MODELS.meta(name)
         print(f"  {name:<{width}}  {', '.join(meta['tasks'])}{'  imagenet' if meta.get('imagenet') else ''}")

@@ -45,8 +45,9 @@ def build_without_weights(cfg: DictConfig, input_shape: tuple, num_classes: int)
     kwargs = context.options(cfg.model, "name", *context.INITIALISATION_KEYS)
     check_option_types(MODELS.get(name), kwargs, "model")
     with context.as_user_error(f"model '{name}'"), keras.StatelessScope(initialize_variables=False):
-        return inference_model(build(name, input_shape=input_shape, num_classes=num_classes, task=cfg.task.name,
-                                     **kwargs))
+        return inference_model(
+            build(name, input_shape=input_shape, num_classes=num_classes, task=cfg.task.name, **kwargs)
+        )
 
 
 def write_table(rows: list[dict[str, Any]], text: str, directory: Path) -> None:

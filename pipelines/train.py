@@ -100,15 +100,32 @@ def prepare(cfg: DictConfig) -> Training:
         cfg.tracking.enabled = False  # one MLflow run per training, the chief's
     tracker, tracking = context.make_tracker(cfg)
     model, train_data, val_data = compiled_model(cfg, trainer, strategy, task, bundle)
-    training = Training(cfg, trainer, export, tracking, run_dir, state, strategy, task, tta, bundle, tracker, model,
-                        train_data, val_data, context.model_metadata(cfg, task, bundle, model))
+    training = Training(
+        cfg,
+        trainer,
+        export,
+        tracking,
+        run_dir,
+        state,
+        strategy,
+        task,
+        tta,
+        bundle,
+        tracker,
+        model,
+        train_data,
+        val_data,
+        context.model_metadata(cfg, task, bundle, model),
+    )
     if training.initial_epoch:
         restore(training)
     if is_multi_worker(strategy):
         distribute(training)
     context.write_metadata(training.checkpoints, training.metadata)
-    print(f"{cfg.task.name}: {cfg.model.name} on {cfg.data.name} ({len(bundle.train)} train / {len(bundle.val)} val / "
-          f"{len(bundle.test)} test images of {bundle.image_shape}), {model.count_params():,} parameters -> {run_dir}")
+    print(
+        f"{cfg.task.name}: {cfg.model.name} on {cfg.data.name} ({len(bundle.train)} train / {len(bundle.val)} val / "
+        f"{len(bundle.test)} test images of {bundle.image_shape}), {model.count_params():,} parameters -> {run_dir}"
+    )
     return training
 
 
@@ -134,15 +151,17 @@ def restore(training: Training) -> None:
 def distribute(training: Training) -> None:
     """multi_worker: the model built on one batch, and loaders that give each worker its share of the batches."""
     build_before_fit(training.model, training.strategy, training.train_data[0])
-    training.train_data, training.val_data = (multi_worker_dataset(loader, training.strategy)
-                                              for loader in (training.train_data, training.val_data))
+    training.train_data, training.val_data = (
+        multi_worker_dataset(loader, training.strategy) for loader in (training.train_data, training.val_data)
+    )
 
 
 def describe_run(training: Training) -> None:
     """A new run logs what it is; a resumed one says where it resumed."""
     if training.initial_epoch:
-        training.tracker.set_tags({"resumed_after_epoch": training.initial_epoch,
-                                   "resumed_trainer.epochs": training.trainer.epochs})
+        training.tracker.set_tags(
+            {"resumed_after_epoch": training.initial_epoch, "resumed_trainer.epochs": training.trainer.epochs}
+        )
     else:
         log_run_description(training.cfg, training.model, training.bundle, training.tracker)
 
@@ -153,12 +172,23 @@ def fit_model(training: Training) -> float | None:
     # The task's callbacks come first: they may add epoch metrics (detection's val_map50) that the
     # checkpoints monitor and the tracker logs.
     callbacks = task.training_callbacks(training.bundle, training.tracker.log_figure)
-    callbacks += checkpoint_callbacks(training.checkpoints, monitored_metric(task, training.model),
-                                      trainer.early_stopping or None, task.monitor_mode,
-                                      best=training.state.get("best"), extra_state={"run_id": training.tracker.run_id})
+    callbacks += checkpoint_callbacks(
+        training.checkpoints,
+        monitored_metric(task, training.model),
+        trainer.early_stopping or None,
+        task.monitor_mode,
+        best=training.state.get("best"),
+        extra_state={"run_id": training.tracker.run_id},
+    )
     callbacks.append(training.tracker.keras_callback())
-    fit(training.model, training.train_data, training.val_data, epochs=trainer.epochs, callbacks=callbacks,
-        initial_epoch=training.initial_epoch)
+    fit(
+        training.model,
+        training.train_data,
+        training.val_data,
+        epochs=trainer.epochs,
+        callbacks=callbacks,
+        initial_epoch=training.initial_epoch,
+    )
     return next(c.best for c in callbacks if isinstance(c, TrainingState))
 
 
@@ -169,8 +199,14 @@ def report(training: Training) -> dict[str, float]:
     model.save(training.run_dir / "model.keras")
     metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=training.trainer.batch_size, tta=training.tta)
     if training.export.enabled:
-        exported = export_and_verify(model, task, training.metadata, bundle.test.images[:training.export.num_images],
-                                     widened_export_check(training.export, training.trainer.precision), tracker)
+        exported = export_and_verify(
+            model,
+            task,
+            training.metadata,
+            bundle.test.images[: training.export.num_images],
+            widened_export_check(training.export, training.trainer.precision),
+            tracker,
+        )
     if training.tracking.register:
         tracker.register_model(exported, f"{cfg.task.name}-{cfg.model.name}", bundle.test.images)
     return metrics
@@ -205,9 +241,15 @@ def log_run_description(cfg: DictConfig, model, bundle, tracker) -> None:
     """Params (the resolved config and the model's size), the config, the architecture and the data check."""
     rows = layer_table(inference_model(model))
     size = totals(rows)
-    tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)),
-                        "model.total_params": size["params"], "model.trainable_params": size["trainable_params"],
-                        "model.macs": size["macs"], "model.receptive_field": size["receptive_field"]})
+    tracker.log_params(
+        {
+            **flatten(OmegaConf.to_container(cfg, resolve=True)),
+            "model.total_params": size["params"],
+            "model.trainable_params": size["trainable_params"],
+            "model.macs": size["macs"],
+            "model.receptive_field": size["receptive_field"],
+        }
+    )
     tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     tracker.log_text(model_summary(model), "model_summary.txt")
     tracker.log_text(format_table(rows), "layer_table.txt")

@@ -43,8 +43,10 @@ def start_engine(trainer: TrainerSettings, *, distribute: bool = True):
     set_precision(trainer.precision)
     keras.utils.set_random_seed(trainer.seed)
     if strategy is not None:
-        print(f"trainer.strategy={trainer.strategy}: {strategy.num_replicas_in_sync} replicas, "
-              f"global batch {trainer.batch_size}")
+        print(
+            f"trainer.strategy={trainer.strategy}: {strategy.num_replicas_in_sync} replicas, "
+            f"global batch {trainer.batch_size}"
+        )
     return strategy
 
 
@@ -53,10 +55,16 @@ def training_loaders(cfg: DictConfig, trainer: TrainerSettings, task, bundle, mo
     with context.as_user_error("augment"):
         augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
     targets = training_targets(task.encode_targets, model)
-    common = dict(batch_size=trainer.batch_size, workers=trainer.workers, use_multiprocessing=trainer.multiprocessing,
-                  max_queue_size=trainer.prefetch)
-    return (BatchLoader(bundle.train, targets, augmenter=augmenter, shuffle=True, seed=trainer.seed, **common),
-            BatchLoader(bundle.val, targets, **common))
+    common = dict(
+        batch_size=trainer.batch_size,
+        workers=trainer.workers,
+        use_multiprocessing=trainer.multiprocessing,
+        max_queue_size=trainer.prefetch,
+    )
+    return (
+        BatchLoader(bundle.train, targets, augmenter=augmenter, shuffle=True, seed=trainer.seed, **common),
+        BatchLoader(bundle.val, targets, **common),
+    )
 
 
 def compile_settings(trainer: TrainerSettings) -> CompileSettings:

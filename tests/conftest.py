@@ -38,14 +38,21 @@ class PipelineRun:
         self.artifacts = tmp_path / "mlartifacts"
         self.count = 0
 
-    def __call__(self, *overrides: str, check: bool = True,
-                 entry: tuple[str, ...] = ("-m", "pipelines.run")) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *overrides: str, check: bool = True, entry: tuple[str, ...] = ("-m", "pipelines.run")
+    ) -> subprocess.CompletedProcess:
         """Run `python -m pipelines.run` (or `python *entry`, which calls it) with the overrides in a fresh
         run directory."""
         self.count += 1
         self.run_dir = self.tmp / f"run{self.count}"
-        args = [sys.executable, *entry, f"hydra.run.dir={self.run_dir}",
-                f"tracking.uri=sqlite:///{self.store}", f"tracking.artifact_root={self.artifacts}", *overrides]
+        args = [
+            sys.executable,
+            *entry,
+            f"hydra.run.dir={self.run_dir}",
+            f"tracking.uri=sqlite:///{self.store}",
+            f"tracking.artifact_root={self.artifacts}",
+            *overrides,
+        ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         env.pop("HYDRA_FULL_ERROR", None)
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)

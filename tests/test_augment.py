@@ -42,9 +42,12 @@ def tight_box(mask: np.ndarray, value: int) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
-GEOMETRY = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5},
-            {"name": "Affine", "translate_px": [-6, 6], "scale": [0.8, 1.2], "p": 1.0},
-            {"name": "RandomResizedCrop", "size": None, "scale": [0.6, 1.0], "p": 0.5}]
+GEOMETRY = [
+    {"name": "HorizontalFlip", "p": 0.5},
+    {"name": "VerticalFlip", "p": 0.5},
+    {"name": "Affine", "translate_px": [-6, 6], "scale": [0.8, 1.2], "p": 1.0},
+    {"name": "RandomResizedCrop", "size": None, "scale": [0.6, 1.0], "p": 0.5},
+]
 
 
 @pytest.mark.parametrize("batch", range(6))
@@ -58,9 +61,9 @@ def test_boxes_and_masks_move_with_the_image(batch):
         np.testing.assert_allclose(box, tight_box(out["mask"], class_id + 1), atol=1.5)
         x1, y1, x2, y2 = np.round(box).astype(int)
         # ... and the mask still marks the object's bright pixels.
-        inside = out["mask"][y1 + 1:y2 - 1, x1 + 1:x2 - 1] == class_id + 1
+        inside = out["mask"][y1 + 1 : y2 - 1, x1 + 1 : x2 - 1] == class_id + 1
         assert inside.mean() > 0.95
-        assert out["image"][y1 + 1:y2 - 1, x1 + 1:x2 - 1][inside].min() >= 150
+        assert out["image"][y1 + 1 : y2 - 1, x1 + 1 : x2 - 1][inside].min() >= 150
     assert set(np.unique(out["mask"])) <= {0, 1, 3, IGNORE_INDEX}  # nearest neighbour: no blended class indices
 
 
@@ -115,8 +118,11 @@ def test_a_transform_that_changes_the_image_size_is_named():
     rotate = build_augmenter([{"name": "RandomRotate90", "p": 1.0}], seed=0)
     square = {"image": np.zeros((32, 32, 3), np.uint8)}
     assert all(rotate([square], epoch=0, batch=b)[0]["image"].shape == (32, 32, 3) for b in range(4))
-    with pytest.raises(UserError, match=r"augment: the transforms turned a 48x40x3 image into 40x48x3 \(e.g. "
-                                        r"RandomRotate90 on a non-square image\); follow them with a resize"):
+    with pytest.raises(
+        UserError,
+        match=r"augment: the transforms turned a 48x40x3 image into 40x48x3 \(e.g. "
+        r"RandomRotate90 on a non-square image\); follow them with a resize",
+    ):
         for batch in range(8):  # rotations by 90 or 270 degrees among them
             rotate([scene()], epoch=0, batch=batch)
 
@@ -143,8 +149,17 @@ def test_every_preset_keeps_image_mask_and_boxes_consistent(name, channels):
 def test_presets_named_by_the_task_files_exist():
     assert {"none", "affine", "photometric", "light", "strong", "lecture", "dense"} <= set(PRESETS)
     lecture = [t["name"] for t in preset("lecture")["transforms"]]
-    assert lecture == ["RandomRotate90", "RandomResizedCrop", "HorizontalFlip", "ToGray", "ColorJitter",
-                       "CoarseDropout", "GaussNoise", "GaussianBlur", "SobelFilter"]
+    assert lecture == [
+        "RandomRotate90",
+        "RandomResizedCrop",
+        "HorizontalFlip",
+        "ToGray",
+        "ColorJitter",
+        "CoarseDropout",
+        "GaussNoise",
+        "GaussianBlur",
+        "SobelFilter",
+    ]
 
 
 def numpy_sobel_magnitude(grey: np.ndarray) -> np.ndarray:
@@ -152,8 +167,8 @@ def numpy_sobel_magnitude(grey: np.ndarray) -> np.ndarray:
     kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float64)
     padded = np.pad(grey.astype(np.float64), 1, mode="reflect")
     h, w = grey.shape
-    gx = sum(kx[i, j] * padded[i:i + h, j:j + w] for i in range(3) for j in range(3))
-    gy = sum(kx.T[i, j] * padded[i:i + h, j:j + w] for i in range(3) for j in range(3))
+    gx = sum(kx[i, j] * padded[i : i + h, j : j + w] for i in range(3) for j in range(3))
+    gy = sum(kx.T[i, j] * padded[i : i + h, j : j + w] for i in range(3) for j in range(3))
     return np.hypot(gx, gy)
 
 
@@ -174,19 +189,28 @@ def test_visionkit_transforms_are_found_by_name_and_checked():
     augmenter = build_augmenter([{"name": "SobelFilter", "p": 1.0}])
     flat = {"image": np.full((16, 16, 3), 90, np.uint8)}
     assert augmenter([flat], epoch=0, batch=0)[0]["image"].max() == 0  # no edges in a flat image
-    with pytest.raises(UserError, match=r"augment.transforms\[0\]: unknown Albumentations transform 'SobelFiltr' "
-                                        r"\(did you mean 'SobelFilter'\?\); available: .*HorizontalFlip") as error:
+    with pytest.raises(
+        UserError,
+        match=r"augment.transforms\[0\]: unknown Albumentations transform 'SobelFiltr' "
+        r"\(did you mean 'SobelFilter'\?\); available: .*HorizontalFlip",
+    ) as error:
         build_augmenter([{"name": "SobelFiltr"}])
     assert "BasicTransform" not in str(error.value)  # base classes are not transforms to choose
-    with pytest.raises(UserError, match=r"augment.transforms\[0\] \(SobelFilter\): .*ksize must be 1, 3, 5 or 7, "
-                                        r"received 4"):
+    with pytest.raises(
+        UserError,
+        match=r"augment.transforms\[0\] \(SobelFilter\): .*ksize must be 1, 3, 5 or 7, "
+        r"received 4",
+    ):
         build_augmenter([{"name": "SobelFilter", "ksize": 4}])
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"min_visibility": 1.5}, r"augment.min_visibility must be between 0 and 1, received 1.5"),
-    ({"min_area": -1.0}, r"augment.min_area must be at least 0, received -1.0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"min_visibility": 1.5}, r"augment.min_visibility must be between 0 and 1, received 1.5"),
+        ({"min_area": -1.0}, r"augment.min_area must be at least 0, received -1.0"),
+    ],
+)
 def test_box_options_are_checked(options, message):
     with pytest.raises(UserError, match=message):
         build_augmenter(GEOMETRY, **options)
@@ -201,19 +225,29 @@ def test_an_augmenter_survives_pickling_for_worker_processes():
     assert copy.min_visibility == 0.4
 
 
-@pytest.mark.parametrize("task, overrides, transforms, tile", [
-    ("classification", ["augment=lecture"], 9, 128),  # 32-pixel digits, enlarged 4 times
-    pytest.param("segmentation", ["data=shapes", "data.num_images=200", "augment=dense"], 6, 128,  # 64-pixel scenes
-                 marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "task, overrides, transforms, tile",
+    [
+        ("classification", ["augment=lecture"], 9, 128),  # 32-pixel digits, enlarged 4 times
+        pytest.param(
+            "segmentation",
+            ["data=shapes", "data.num_images=200", "augment=dense"],
+            6,
+            128,  # 64-pixel scenes
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
 def test_preview_writes_the_grid_and_logs_it(pipeline, task, overrides, transforms, tile):
     done = pipeline("mode=preview", f"task={task}", "preview.num_images=6", *overrides)
     png = pipeline.run_dir / "preview.png"
     assert png.is_file(), done.stdout
     grid = cv2.imread(str(png))
     assert grid.shape == (2 * (tile + 4) + 4, 3 * (tile + 4) + 4, 3)  # six tiles, 3 by 2, 4 pixels apart
-    assert f"preview: 6 augmented training samples of {'digits' if task == 'classification' else 'shapes'} " \
-           f"(augment: {transforms} transforms)" in done.stdout
+    assert (
+        f"preview: 6 augmented training samples of {'digits' if task == 'classification' else 'shapes'} "
+        f"(augment: {transforms} transforms)" in done.stdout
+    )
     client, runs = pipeline.mlflow_runs(task)
     assert len(runs) == 1 and runs[0].data.tags["mode"] == "preview"
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == ["preview.png"]

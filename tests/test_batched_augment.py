@@ -12,8 +12,13 @@ from albumentations.augmentations.geometric.functional import center, create_aff
 from scipy.stats import ks_2samp
 
 from visionkit.data.augment import build_augmenter
-from visionkit.data.augment.batched import (BatchedAffine, BatchedBrightnessContrast, BatchedPipeline,
-                                            affine_matrices, opencv_without_ipp)
+from visionkit.data.augment.batched import (
+    BatchedAffine,
+    BatchedBrightnessContrast,
+    BatchedPipeline,
+    affine_matrices,
+    opencv_without_ipp,
+)
 from visionkit.data.core import IGNORE_INDEX
 from visionkit.errors import UserError
 
@@ -21,8 +26,12 @@ DRAWS = 3000
 # Asymmetric ranges, so that a sign or an axis mixed up shows in the distributions.
 AFFINES = {
     "percent": dict(translate_percent=(0.05, 0.2), scale=(0.7, 0.9), rotate=(5, 30), shear=(2, 10)),
-    "pixels": dict(translate_px={"x": (-3, 7), "y": (1, 4)}, scale={"x": (0.8, 1.3), "y": (1.0, 1.5)},
-                   rotate=(-40, -10), shear={"x": (-12, 0), "y": (3, 6)}),
+    "pixels": dict(
+        translate_px={"x": (-3, 7), "y": (1, 4)},
+        scale={"x": (0.8, 1.3), "y": (1.0, 1.5)},
+        rotate=(-40, -10),
+        shear={"x": (-12, 0), "y": (3, 6)},
+    ),
     "balanced, keep ratio": dict(scale=(0.5, 1.5), balanced_scale=True, keep_ratio=True, rotate=(0, 90)),
     "balanced, enlarge only": dict(scale=(1.1, 1.6), balanced_scale=True, shear=(-5, 5)),
 }
@@ -59,8 +68,9 @@ def test_a_wrong_draw_fails_the_distribution_check():
     flipped = A.Affine(shear={"x": (-10, -2), "y": (0, 0)}, p=1.0)
     ours = BatchedAffine(flipped).draw(np.random.default_rng(0), DRAWS, shape)
     with pytest.raises(AssertionError):
-        assert_same_distribution(ours[:, :2].reshape(DRAWS, 6),
-                                 albumentations_matrices(transform, shape)[:, :2].reshape(DRAWS, 6), "flipped")
+        assert_same_distribution(
+            ours[:, :2].reshape(DRAWS, 6), albumentations_matrices(transform, shape)[:, :2].reshape(DRAWS, 6), "flipped"
+        )
 
 
 def test_affine_matrices_are_albumentations_product_of_six_factors():
@@ -69,21 +79,31 @@ def test_affine_matrices_are_albumentations_product_of_six_factors():
     translate, shear = np.trunc(rng.uniform(-5, 5, (count, 2))), rng.uniform(-20, 20, (count, 2))
     scale, rotate = rng.uniform(0.5, 2.0, (count, 2)), rng.uniform(-400, 400, count)
     shift = center((30, 44))
-    expected = [create_affine_transformation_matrix({"x": t[0], "y": t[1]}, {"x": s[0], "y": s[1]},
-                                                    {"x": k[0], "y": k[1]}, r, shift)
-                for t, s, k, r in zip(translate, shear, scale, rotate)]
+    expected = [
+        create_affine_transformation_matrix(
+            {"x": t[0], "y": t[1]}, {"x": s[0], "y": s[1]}, {"x": k[0], "y": k[1]}, r, shift
+        )
+        for t, s, k, r in zip(translate, shear, scale, rotate)
+    ]
     np.testing.assert_allclose(affine_matrices(translate, shear, scale, rotate, shift), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 1), (30, 44, 3), (24, 20, 4)])
-@pytest.mark.parametrize("options", [{}, {"interpolation": cv2.INTER_CUBIC, "fill": 17, "fill_mask": IGNORE_INDEX},
-                                     {"border_mode": cv2.BORDER_REFLECT_101}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"interpolation": cv2.INTER_CUBIC, "fill": 17, "fill_mask": IGNORE_INDEX},
+        {"border_mode": cv2.BORDER_REFLECT_101},
+    ],
+)
 def test_warped_pixels_equal_the_transforms_own(shape, options):
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (6, *shape), dtype=np.uint8)
     masks = rng.integers(0, 4, (6, *shape[:2]), dtype=np.uint8)
-    transform = A.Affine(translate_percent=(-0.2, 0.2), scale=(0.7, 1.3), rotate=(-30, 30), shear=(-10, 10),
-                         p=1.0, **options)
+    transform = A.Affine(
+        translate_percent=(-0.2, 0.2), scale=(0.7, 1.3), rotate=(-30, 30), shear=(-10, 10), p=1.0, **options
+    )
     batched = BatchedAffine(transform)
     matrices = batched.draw(rng, len(images), shape[:2])
     chosen = np.array([0, 2, 3, 5])
@@ -101,8 +121,15 @@ def test_warped_pixels_equal_the_transforms_own(shape, options):
         np.testing.assert_array_equal(out_masks[index], expected_mask)
 
 
-@pytest.mark.parametrize("options", [{}, {"brightness_by_max": False}, {"ensure_safe_range": True},
-                                     {"brightness_limit": (0.1, 0.6), "contrast_limit": (-0.5, -0.1)}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"brightness_by_max": False},
+        {"ensure_safe_range": True},
+        {"brightness_limit": (0.1, 0.6), "contrast_limit": (-0.5, -0.1)},
+    ],
+)
 def test_brightness_contrast_draws_and_pixels_match_albumentations(options):
     rng = np.random.default_rng(3)
     transform = A.RandomBrightnessContrast(**options, p=1.0)
@@ -111,8 +138,9 @@ def test_brightness_contrast_draws_and_pixels_match_albumentations(options):
     alpha, beta = BatchedBrightnessContrast(transform).draw(rng, images)
     transform.set_random_seed(0)
     theirs = [transform.get_params_dependent_on_data({}, {"image": image}) for _ in range(DRAWS)]
-    assert_same_distribution(np.stack([alpha, beta], axis=1),
-                             np.array([[p["alpha"], p["beta"]] for p in theirs]), str(options))
+    assert_same_distribution(
+        np.stack([alpha, beta], axis=1), np.array([[p["alpha"], p["beta"]] for p in theirs]), str(options)
+    )
     tables = BatchedBrightnessContrast.lookup_tables(alpha[:50], beta[:50])
     for a, b, table in zip(alpha[:50], beta[:50], tables):
         np.testing.assert_array_equal(cv2.LUT(image, table), transform.apply(image, alpha=a, beta=b))
@@ -139,10 +167,18 @@ def test_only_lists_of_batched_transforms_are_batched():
 
 
 def affine_preset() -> list[dict]:
-    return [{"name": "Affine", "translate_percent": [-0.1, 0.1], "scale": [0.85, 1.15], "rotate": [-15, 15],
-             "shear": [-8, 8], "p": 0.9},
-            {"name": "HorizontalFlip", "p": 0.5},
-            {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5}]
+    return [
+        {
+            "name": "Affine",
+            "translate_percent": [-0.1, 0.1],
+            "scale": [0.85, 1.15],
+            "rotate": [-15, 15],
+            "shear": [-8, 8],
+            "p": 0.9,
+        },
+        {"name": "HorizontalFlip", "p": 0.5},
+        {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5},
+    ]
 
 
 def squares(count: int, size: int = 32) -> list[dict]:
@@ -153,8 +189,8 @@ def squares(count: int, size: int = 32) -> list[dict]:
         x, y = rng.integers(4, size - 14, 2)
         image = rng.integers(0, 40, (size, size, 1), dtype=np.uint8)
         mask = np.zeros((size, size), np.uint8)
-        image[y:y + 10, x:x + 10] = 220
-        mask[y:y + 10, x:x + 10] = 2
+        image[y : y + 10, x : x + 10] = 220
+        mask[y : y + 10, x : x + 10] = 2
         samples.append({"image": image, "mask": mask, "label": 1})
     return samples
 
@@ -202,8 +238,11 @@ def test_samples_the_batched_path_cannot_take_go_through_albumentations():
     boxes = {"boxes": np.array([[2, 2, 12, 12]], np.float32), "classes": np.array([0])}
     mixed_sizes = squares(2) + squares(1, size=40)
     assert len(augmenter(squares(4), epoch=0, batch=0)) == 4 and calls == []
-    for batch in ([{**s, **boxes} for s in squares(3)], mixed_sizes,
-                  [{"image": np.zeros((8, 8, 6), np.uint8), "label": 0}] * 2):
+    for batch in (
+        [{**s, **boxes} for s in squares(3)],
+        mixed_sizes,
+        [{"image": np.zeros((8, 8, 6), np.uint8), "label": 0}] * 2,
+    ):
         out = augmenter(batch, epoch=0, batch=0)
         assert [o["image"].shape for o in out] == [s["image"].shape for s in batch]
     assert calls == [3, 3, 2]

@@ -25,9 +25,16 @@ LENET5_MACS = 416520  # LeNet-5 on 32x32x1 (test_layer_table.py)
 
 
 def test_benchmark_mode_logs_positive_consistent_figures(pipeline, capsys):
-    done = pipeline("mode=benchmark", "data.limit=48", "trainer.batch_size=16", "benchmark.warmup_steps=2",
-                    "benchmark.steps=4", "benchmark.matmul_size=128", "benchmark.matmul_trials=2",
-                    "tracking.system_metrics=false")
+    done = pipeline(
+        "mode=benchmark",
+        "data.limit=48",
+        "trainer.batch_size=16",
+        "benchmark.warmup_steps=2",
+        "benchmark.steps=4",
+        "benchmark.matmul_size=128",
+        "benchmark.matmul_trials=2",
+        "tracking.system_metrics=false",
+    )
     assert "benchmark: lenet5 on digits of 32x32x1, batch 16, median of 4 steps after 2" in done.stdout
     for line in ("  training ", "  inference ", "  MFU "):
         assert line in done.stdout
@@ -38,23 +45,32 @@ def test_benchmark_mode_logs_positive_consistent_figures(pipeline, capsys):
     assert runs[0].data.tags["mode"] == "benchmark"
     assert params["model.macs"] == str(LENET5_MACS) and params["benchmark.input_shape"] == "[32, 32, 1]"
     assert params["benchmark.compute_dtype"] == "float32" and params["benchmark.backend"] == "tensorflow"
-    names = {"benchmark_train_images_per_s", "benchmark_train_step_ms", "benchmark_data_wait_share",
-             "benchmark_inference_images_per_s", "benchmark_peak_tflops", "benchmark_achieved_tflops",
-             "benchmark_mfu"}
+    names = {
+        "benchmark_train_images_per_s",
+        "benchmark_train_step_ms",
+        "benchmark_data_wait_share",
+        "benchmark_inference_images_per_s",
+        "benchmark_peak_tflops",
+        "benchmark_achieved_tflops",
+        "benchmark_mfu",
+    }
     assert names == set(metrics)
     assert all(math.isfinite(metrics[name]) and metrics[name] > 0 for name in names - {"benchmark_data_wait_share"})
     assert 0 <= metrics["benchmark_data_wait_share"] < 1
     train = metrics["benchmark_train_images_per_s"]
     assert metrics["benchmark_train_step_ms"] == pytest.approx(1000 * 16 / train)
     assert metrics["benchmark_achieved_tflops"] * 1e12 == pytest.approx(6 * LENET5_MACS * train)
-    assert metrics["benchmark_mfu"] == pytest.approx(metrics["benchmark_achieved_tflops"] /
-                                                     metrics["benchmark_peak_tflops"])
+    assert metrics["benchmark_mfu"] == pytest.approx(
+        metrics["benchmark_achieved_tflops"] / metrics["benchmark_peak_tflops"]
+    )
     assert json.loads((pipeline.run_dir / "benchmark.json").read_text()) == pytest.approx(metrics)
 
     # mode=compare lists benchmark runs by their own headline figures.
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["mode=compare", "compare.experiment=benchmark",
-                                           f"tracking.uri=sqlite:///{pipeline.store}"])
+        cfg = compose(
+            "config",
+            overrides=["mode=compare", "compare.experiment=benchmark", f"tracking.uri=sqlite:///{pipeline.store}"],
+        )
     heading = compare.run(cfg).splitlines()[0].split()
     assert heading[4:7] == ["benchmark_train_images_per_s", "benchmark_inference_images_per_s", "benchmark_mfu"]
     assert "experiment benchmark: 1 run by benchmark_train_images_per_s, descending" in capsys.readouterr().out
@@ -63,8 +79,10 @@ def test_benchmark_mode_logs_positive_consistent_figures(pipeline, capsys):
 def test_benchmark_needs_one_full_batch(pipeline):
     done = pipeline("mode=benchmark", "data.limit=8", "trainer.batch_size=16", "tracking=none", check=False)
     assert done.returncode == 2
-    assert ("error: mode=benchmark needs one full batch: 8 training images for trainer.batch_size=16; "
-            "lower it or raise data.limit") in done.stderr
+    assert (
+        "error: mode=benchmark needs one full batch: 8 training images for trainer.batch_size=16; "
+        "lower it or raise data.limit"
+    ) in done.stderr
 
 
 def tiny_model() -> keras.Model:
@@ -106,8 +124,15 @@ def test_synthetic_bundle_keeps_targets_and_rescales_masks_and_boxes():
     mask = np.zeros((10, 10), np.uint8)
     mask[2:6, 4:10] = 1
     boxes = [np.asarray([[4, 2, 10, 6]], np.float32), np.asarray([[0, 0, 5, 5], [1, 1, 2, 2]], np.float32)]
-    train = Split(np.zeros((2, 10, 10, 1), np.uint8), {"label": np.asarray([0, 1]), "mask": np.stack([mask, mask]),
-                                                      "boxes": boxes, "classes": [np.asarray([0]), np.asarray([1, 0])]})
+    train = Split(
+        np.zeros((2, 10, 10, 1), np.uint8),
+        {
+            "label": np.asarray([0, 1]),
+            "mask": np.stack([mask, mask]),
+            "boxes": boxes,
+            "classes": [np.asarray([0]), np.asarray([1, 0])],
+        },
+    )
     bundle = DataBundle("toy", train, train, train, class_names=["a", "b"])
     synthetic = synthetic_bundle(bundle, (20, 30, 3), num_images=5)
     assert synthetic.image_shape == (20, 30, 3) and len(synthetic.train) == len(synthetic.test) == 5

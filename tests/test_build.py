@@ -26,13 +26,21 @@ def test_models_build_gives_the_papers_classifier_as_the_classification_task_doe
     assert bare.count_params() == for_task.count_params()
 
 
-@pytest.mark.parametrize("task, keyword, value", [("classification", "include_top", False),
-                                                  ("regression", "classifier_activation", "relu"),
-                                                  ("segmentation", "classifier_activation", None)])
+@pytest.mark.parametrize(
+    "task, keyword, value",
+    [
+        ("classification", "include_top", False),
+        ("regression", "classifier_activation", "relu"),
+        ("segmentation", "classifier_activation", None),
+    ],
+)
 def test_a_keyword_the_task_sets_is_refused_by_name(task, keyword, value):
     name = "unet" if task == "segmentation" else "vgg16"
-    with pytest.raises(UserError, match=rf"^task '{task}' sets the model's {keyword} itself; leave it out, or build "
-                                        rf"the architecture alone with visionkit.models.build$"):
+    with pytest.raises(
+        UserError,
+        match=rf"^task '{task}' sets the model's {keyword} itself; leave it out, or build "
+        rf"the architecture alone with visionkit.models.build$",
+    ):
         tasks.build(name, num_classes=3, task=task, **{keyword: value}, **TINY)
 
 

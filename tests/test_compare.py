@@ -15,7 +15,7 @@ def table_rows(stdout: str) -> list[list[str]]:
     """The rows under the heading and the dashed line of the printed table, split on runs of spaces."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("run "))
-    return [line.split() for line in lines[start + 2:] if line.strip()]
+    return [line.split() for line in lines[start + 2 :] if line.strip()]
 
 
 def test_compare_lists_the_runs_of_the_experiment_sorted_by_the_metric(pipeline):
@@ -28,8 +28,17 @@ def test_compare_lists_the_runs_of_the_experiment_sorted_by_the_metric(pipeline)
     done = pipeline("mode=compare")
     assert "experiment classification: 2 runs by test_accuracy, descending" in done.stdout
     heading = next(line for line in done.stdout.splitlines() if line.startswith("run "))
-    assert heading.split() == ["run", "model", "data", "status", "test_accuracy", "test_top5_accuracy",
-                               "test_macro_f1", "params", "duration"]
+    assert heading.split() == [
+        "run",
+        "model",
+        "data",
+        "status",
+        "test_accuracy",
+        "test_top5_accuracy",
+        "test_macro_f1",
+        "params",
+        "duration",
+    ]
     rows = table_rows(done.stdout)
     assert [row[0] for row in rows] == sorted(accuracy, key=accuracy.get, reverse=True)
     for row in rows:
@@ -42,16 +51,22 @@ def test_compare_lists_the_runs_of_the_experiment_sorted_by_the_metric(pipeline)
     f1 = {run.info.run_name: run.data.metrics["test_macro_f1"] for run in runs}
     table = run_table(runs, "test_macro_f1", ascending=True, limit=1)
     assert [row[0] for row in table.rows] == [min(f1, key=f1.get)] and table.total_runs == 2
-    with pytest.raises(UserError, match=r"^compare.metric: no run has a metric 'test_accurcy'; metrics there: .*"
-                                        r"test_accuracy, .*test_macro_f1"):
+    with pytest.raises(
+        UserError,
+        match=r"^compare.metric: no run has a metric 'test_accurcy'; metrics there: .*"
+        r"test_accuracy, .*test_macro_f1",
+    ):
         run_table(runs, "test_accurcy")
 
 
 def test_unknown_experiment_lists_the_experiments(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.MlflowClient(uri).create_experiment("regression")
-    with pytest.raises(UserError, match=r"^compare.experiment: no experiment 'segmentation' in sqlite:.*; "
-                                        r"experiments there: Default, regression$"):
+    with pytest.raises(
+        UserError,
+        match=r"^compare.experiment: no experiment 'segmentation' in sqlite:.*; "
+        r"experiments there: Default, regression$",
+    ):
         experiment_runs(uri, "segmentation")
     missing = tmp_path / "elsewhere" / "mlflow.db"
     with pytest.raises(UserError, match=f"^tracking.uri: no MLflow store at {missing}; runs of mode=train"):

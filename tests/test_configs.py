@@ -27,8 +27,18 @@ PIPELINE_KEYWORDS = {"input_shape", "num_classes", "include_top", "classifier_ac
 # configs suit the built-in 64x64 `shapes` scenes (objects of 4 to 40 pixels) on a CPU, and each of these
 # keys' comments gives the paper's value. retinanet's scales are the paper's 2^(k/3), written to 4 decimals.
 DELIBERATE = {
-    "faster_rcnn": {"backbone", "width", "feature_stride", "anchor_sizes", "pre_nms_proposals", "proposals",
-                    "pooled_size", "pooling", "fc_units", "dropout"},
+    "faster_rcnn": {
+        "backbone",
+        "width",
+        "feature_stride",
+        "anchor_sizes",
+        "pre_nms_proposals",
+        "proposals",
+        "pooled_size",
+        "pooling",
+        "fc_units",
+        "dropout",
+    },
     "retinanet": {"backbone", "width", "strides", "anchor_size", "scales", "aspect_ratios", "head_depth"},
 }
 
@@ -87,14 +97,25 @@ def test_every_augment_option_gets_the_shared_keys(path):
 
 def test_imagenet_metadata_is_what_load_imagenet_weights_serves():
     with_weights = transfer.imagenet_models()
-    assert with_weights == ["densenet121", "densenet169", "densenet201", "resnet101", "resnet152", "resnet50",
-                            "vgg16", "vgg19"]
+    assert with_weights == [
+        "densenet121",
+        "densenet169",
+        "densenet201",
+        "resnet101",
+        "resnet152",
+        "resnet50",
+        "vgg16",
+        "vgg19",
+    ]
     for name in with_weights:
         application, mode = transfer.imagenet_source(name)
         assert callable(getattr(keras.applications, application)) and mode in ("caffe", "torch")
     for name in set(MODELS.names()) - set(with_weights):
-        with pytest.raises(UserError, match=rf"^model.weights=imagenet is available for {', '.join(with_weights)}, "
-                                            rf"not '{name}'; use model.weights=<path>"):
+        with pytest.raises(
+            UserError,
+            match=rf"^model.weights=imagenet is available for {', '.join(with_weights)}, "
+            rf"not '{name}'; use model.weights=<path>",
+        ):
             transfer.imagenet_pixel_stats(name)  # what model.weights=imagenet asks first
 
 
@@ -105,8 +126,11 @@ def test_a_model_config_mentions_imagenet_only_when_the_model_has_its_weights(pa
 
 def test_the_models_section_of_help_marks_the_models_with_imagenet_weights(capsys):
     print_models()
-    rows = {line.split()[0]: line.split(None, 1)[1] for line in capsys.readouterr().out.splitlines()
-            if line.startswith("  ")}
+    rows = {
+        line.split()[0]: line.split(None, 1)[1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("  ")
+    }
     assert sorted(rows) == MODELS.names()
     assert rows["vgg16"] == "classification, regression  imagenet" and rows["unet"] == "segmentation"
     assert sorted(name for name, row in rows.items() if row.endswith("imagenet")) == transfer.imagenet_models()
@@ -114,8 +138,8 @@ def test_the_models_section_of_help_marks_the_models_with_imagenet_weights(capsy
 
 def test_the_readme_model_table_marks_the_models_with_imagenet_weights():
     readme = (CONF_DIR.parent / "README.md").read_text()
-    table = readme[readme.index("| model | paper | input | parameters | MACs | receptive field (last conv) |"):]
-    rows = [row.split("|") for row in table[:table.index("\n\n")].splitlines()[2:]]
+    table = readme[readme.index("| model | paper | input | parameters | MACs | receptive field (last conv) |") :]
+    rows = [row.split("|") for row in table[: table.index("\n\n")].splitlines()[2:]]
     assert sorted(row[1].strip(" `") for row in rows if row[-2].strip() == "yes") == transfer.imagenet_models()
 
 

@@ -29,8 +29,9 @@ def test_once_tensorflow_runs_the_setting_is_reported_not_applied():
     tf.constant(1.0) + 1.0
     current = tf.config.threading.get_intra_op_parallelism_threads()
     wanted = 3 if current != 3 else 2
-    assert set_cpu_threads(wanted) == (f"trainer.cpu_threads={wanted} not applied: TensorFlow already started "
-                                       "in this process")
+    assert set_cpu_threads(wanted) == (
+        f"trainer.cpu_threads={wanted} not applied: TensorFlow already started in this process"
+    )
     assert tf.config.threading.get_intra_op_parallelism_threads() == current
     assert set_cpu_threads(0) is None  # the default: nothing to do
 

@@ -53,7 +53,9 @@ def test_shapes_targets_boxes_and_masks_agree(scenes):
             # The box is tight: the object's pixels touch all four sides.
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
         main = boxes[0]
-        expected = np.array([(main[0] + main[2]) / 2, (main[1] + main[3]) / 2, main[2] - main[0], main[3] - main[1]]) / 48
+        expected = (
+            np.array([(main[0] + main[2]) / 2, (main[1] + main[3]) / 2, main[2] - main[0], main[3] - main[1]]) / 48
+        )
         np.testing.assert_allclose(sample["target"], expected, rtol=1e-6)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         assert areas[0] == areas.max()  # the main object is the largest
@@ -64,21 +66,28 @@ def test_split_fractions_and_errors():
     train, val, test = split_indices(100, val_fraction=0.1, test_fraction=0.2, seed=0)
     assert (len(train), len(val), len(test)) == (70, 10, 20)
     assert len(set(train) | set(val) | set(test)) == 100
-    with pytest.raises(UserError, match=r"data.val_fraction \+ data.test_fraction must be below 1, received 0.5 \+ 0.5"):
+    with pytest.raises(
+        UserError, match=r"data.val_fraction \+ data.test_fraction must be below 1, received 0.5 \+ 0.5"
+    ):
         split_indices(100, val_fraction=0.5, test_fraction=0.5, seed=0)
 
 
 def test_a_dataset_that_does_not_fit_the_task_is_named():
-    with pytest.raises(UserError, match="dataset 'digits' does not support task 'regression'; it supports: classification"):
+    with pytest.raises(
+        UserError, match="dataset 'digits' does not support task 'regression'; it supports: classification"
+    ):
         load("digits", task="regression")
 
 
-@pytest.mark.parametrize("name, options, message", [
-    ("digits", {"channels": 2}, "data.channels must be 1 or 3, received 2"),
-    ("digits", {"digit_size": 40}, r"data.digit_size must be between 4 and data.image_size \(32\), received 40"),
-    ("shapes", {"image_size": 8}, "data.image_size must be at least 16 for shapes, received 8"),
-    ("shapes", {"max_objects": 0}, "data.max_objects must be at least 1, received 0"),
-])
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("digits", {"channels": 2}, "data.channels must be 1 or 3, received 2"),
+        ("digits", {"digit_size": 40}, r"data.digit_size must be between 4 and data.image_size \(32\), received 40"),
+        ("shapes", {"image_size": 8}, "data.image_size must be at least 16 for shapes, received 8"),
+        ("shapes", {"max_objects": 0}, "data.max_objects must be at least 1, received 0"),
+    ],
+)
 def test_bad_dataset_options_are_named(name, options, message):
     with pytest.raises(UserError, match=message):
         load(name, task="classification", **options)
@@ -107,8 +116,11 @@ def test_augmentation_is_seeded_per_batch(scenes):
 
 
 def test_augmentation_spec_errors_name_the_transform():
-    with pytest.raises(UserError, match=r"augment.transforms\[0\]: unknown Albumentations transform 'HorizontalFlp' "
-                                        r"\(did you mean 'HorizontalFlip'\?\)"):
+    with pytest.raises(
+        UserError,
+        match=r"augment.transforms\[0\]: unknown Albumentations transform 'HorizontalFlp' "
+        r"\(did you mean 'HorizontalFlip'\?\)",
+    ):
         build_augmenter([{"name": "HorizontalFlp"}])
     with pytest.raises(UserError, match=r"augment.transforms\[1\] \(Affine\): .*rotat"):
         build_augmenter([{"name": "HorizontalFlip"}, {"name": "Affine", "rotat": 3}])

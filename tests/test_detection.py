@@ -66,14 +66,16 @@ def test_matching_by_iou_with_each_truths_best_anchor_kept():
     # by only 0.04 (ignored by IoU, but it is the speck's best anchor); the third row is padding.
     boxes = np.array([[[0, 0, 10, 10], [20, 20, 22, 22], [-1, -1, -1, -1]]], np.float32)
     valid = np.array([[True, True, False]])
-    matched, positive, negative = (keras.ops.convert_to_numpy(t)
-                                   for t in match_anchors(anchors, boxes, valid, 0.5, 0.4))
+    matched, positive, negative = (
+        keras.ops.convert_to_numpy(t) for t in match_anchors(anchors, boxes, valid, 0.5, 0.4)
+    )
     np.testing.assert_array_equal(positive[0], [True, True, True, False])
     np.testing.assert_array_equal(negative[0], [False, False, False, True])
     np.testing.assert_array_equal(matched[0, :3], [0, 0, 1])
     # Between the thresholds: IoU 0.45 is neither.
-    _, positive, negative = match_anchors(anchors, np.array([[[0, 0, 10, 9], [20, 20, 30, 30]]], np.float32),
-                                          np.array([[True, True]]), 0.95, 0.4)
+    _, positive, negative = match_anchors(
+        anchors, np.array([[[0, 0, 10, 9], [20, 20, 30, 30]]], np.float32), np.array([[True, True]]), 0.95, 0.4
+    )
     assert keras.ops.convert_to_numpy(positive)[0, 1] == np.False_
     assert keras.ops.convert_to_numpy(negative)[0, 1] == np.False_
 
@@ -91,10 +93,19 @@ def numpy_loss(y_true, y_pred, alpha=0.25, gamma=2.0):
     encoded = []
     for a, b in zip(anchors[0, :2], y_true[0, :2, :4]):
         aw, ah, bw, bh = a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]
-        encoded.append(np.array([((b[0] + b[2]) - (a[0] + a[2])) / 2 / aw, ((b[1] + b[3]) - (a[1] + a[3])) / 2 / ah,
-                                 np.log(bw / aw), np.log(bh / ah)]) / BOX_VARIANCE)
+        encoded.append(
+            np.array(
+                [
+                    ((b[0] + b[2]) - (a[0] + a[2])) / 2 / aw,
+                    ((b[1] + b[3]) - (a[1] + a[3])) / 2 / ah,
+                    np.log(bw / aw),
+                    np.log(bh / ah),
+                ]
+            )
+            / BOX_VARIANCE
+        )
     difference = np.abs(np.array(encoded) - deltas[0, :2])
-    smooth = np.where(difference < 1, 0.5 * difference ** 2, difference - 0.5)
+    smooth = np.where(difference < 1, 0.5 * difference**2, difference - 0.5)
     return (focal.sum() + smooth.sum()) / 2
 
 
@@ -143,8 +154,10 @@ def test_suppression_works_within_each_class():
     # One place, two classes likely (star 0.95, square 0.6), and a slightly shifted box of the same
     # classes scoring lower: per class, the better box of each class is kept.
     boxes = np.array([[[10, 10, 30, 30], [11, 10, 31, 30]]], np.float32)
-    logits = np.log(np.array([[[0.01, 0.6, 0.01, 0.95], [0.01, 0.5, 0.01, 0.9]]]) / (1 - np.array(
-        [[[0.01, 0.6, 0.01, 0.95], [0.01, 0.5, 0.01, 0.9]]])))
+    logits = np.log(
+        np.array([[[0.01, 0.6, 0.01, 0.95], [0.01, 0.5, 0.01, 0.9]]])
+        / (1 - np.array([[[0.01, 0.6, 0.01, 0.95], [0.01, 0.5, 0.01, 0.9]]]))
+    )
     outputs = np.concatenate([boxes, np.zeros((1, 2, 4)), logits], -1).astype("float32")
     served = {k: keras.ops.convert_to_numpy(v) for k, v in task.serving_outputs(outputs).items()}
     assert served["num_detections"][0] == 2
@@ -189,8 +202,15 @@ def test_retinanet_argument_errors_name_the_value():
 
 
 def test_retinanet_adds_pyramid_levels_above_the_trunk():
-    model = MODELS.get("retinanet")(input_shape=(64, 64, 3), num_classes=3, backbone="resnet18", width=0.125,
-                                    strides=(16, 32, 64, 128), aspect_ratios=(1.0,), head_depth=1)
+    model = MODELS.get("retinanet")(
+        input_shape=(64, 64, 3),
+        num_classes=3,
+        backbone="resnet18",
+        width=0.125,
+        strides=(16, 32, 64, 128),
+        aspect_ratios=(1.0,),
+        head_depth=1,
+    )
     names = {layer.name for layer in model.layers}
     assert {"fpn_output64", "fpn_relu128", "fpn_output128", "fpn_lateral16", "fpn_upsample16"} <= names
     # 4x4 + 2x2 + 1x1 + 1x1 locations, three scales each; 4 + 4 + 3 values per anchor.

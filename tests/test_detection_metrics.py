@@ -23,11 +23,15 @@ def perfect(truths, score=0.9):
 
 # ---- an independent AP: greedy matching by score, 101-point interpolated precision -----------------
 
+
+def area(boxes):
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
 def iou(box, boxes):
     top_left = np.maximum(box[:2], boxes[:, :2])
     bottom_right = np.minimum(box[2:], boxes[:, 2:])
     intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     return intersection / (area(box) + area(boxes) - intersection)
 
 
@@ -59,8 +63,14 @@ def average_precision(truths, predictions, cls, threshold):
 
 # ---- a hand-made case: 3 images, cat (0) and dog (1) -------------------------------------------
 
-CAT_A, DOG_B, CAT_C, CAT_D, DOG_E, DOG_F = ([10, 10, 50, 50], [60, 60, 90, 90], [0, 0, 40, 40],
-                                           [20, 20, 60, 60], [30, 30, 70, 70], [0, 0, 10, 10])
+CAT_A, DOG_B, CAT_C, CAT_D, DOG_E, DOG_F = (
+    [10, 10, 50, 50],
+    [60, 60, 90, 90],
+    [0, 0, 40, 40],
+    [20, 20, 60, 60],
+    [30, 30, 70, 70],
+    [0, 0, 10, 10],
+)
 HAND_TRUTHS = [truth([CAT_A, DOG_B], [0, 1]), truth([CAT_C], [0]), truth([CAT_D, DOG_E, DOG_F], [0, 1, 1])]
 HAND_PREDICTIONS = [
     prediction([CAT_A, [12, 12, 52, 52], DOG_B], [0, 0, 1], [0.9, 0.8, 0.6]),  # hit, duplicate, hit
@@ -97,8 +107,9 @@ def test_map_and_per_class_ap_match_numpy_on_random_boxes():
         jittered = boxes[:4] + rng.normal(0, 2.5, (4, 4))
         noise = np.concatenate([corners[:2], corners[:2] + 20], axis=1)[:, [1, 0, 3, 2]]
         truths.append(truth(boxes, classes))
-        predictions.append(prediction(np.concatenate([jittered, noise]), np.concatenate([classes[:4], [0, 1]]),
-                                      rng.uniform(0, 1, 6)))
+        predictions.append(
+            prediction(np.concatenate([jittered, noise]), np.concatenate([classes[:4], [0, 1]]), rng.uniform(0, 1, 6))
+        )
     metrics = coco_metrics(truths, predictions, ["a", "b", "c"], SIZE)
     thresholds = np.linspace(0.5, 0.95, 10)
     per_class = [[average_precision(truths, predictions, cls, t) for t in thresholds] for cls in range(3)]
@@ -146,8 +157,11 @@ def test_empty_predictions_score_zero_and_absent_classes_are_nan():
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"same images, received 3 and 2 entries"):
         coco_metrics(HAND_TRUTHS, HAND_PREDICTIONS[:2], ["cat", "dog"], SIZE)
-    with pytest.raises(ValueError, match=r"truths\[0\]: classes must lie in 0..0 \(one per class name\), "
-                                         r"received \[0, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"truths\[0\]: classes must lie in 0..0 \(one per class name\), "
+        r"received \[0, 1\]",
+    ):
         coco_metrics(HAND_TRUTHS, HAND_PREDICTIONS, ["cat"], SIZE)
     with pytest.raises(ValueError, match=r"predictions\[0\]: boxes, classes and scores must have one entry per box"):
         coco_metrics(HAND_TRUTHS, [prediction([CAT_A], [0], [0.9, 0.1])] + HAND_PREDICTIONS[1:], ["cat", "dog"], SIZE)

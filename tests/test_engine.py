@@ -42,12 +42,19 @@ def test_mixed_precision_trains_with_float32_outputs(pipeline, precision):
     assert model.get_layer("c1_conv").dtype_policy.name == precision
 
 
-@pytest.mark.parametrize("check, value, message", [
-    ("precision", "half", "trainer.precision must be one of float32, mixed_float16, mixed_bfloat16, received 'half'"),
-    ("jit_compile", "maybe", "trainer.jit_compile must be true, false or auto, received 'maybe'"),
-    ("strategy", "horovod", "trainer.strategy must be one of none, mirrored, multi_worker, received 'horovod'"),
-    ("strategy", "multi_worker", "trainer.strategy=multi_worker needs TF_CONFIG naming the workers and this one"),
-])
+@pytest.mark.parametrize(
+    "check, value, message",
+    [
+        (
+            "precision",
+            "half",
+            "trainer.precision must be one of float32, mixed_float16, mixed_bfloat16, received 'half'",
+        ),
+        ("jit_compile", "maybe", "trainer.jit_compile must be true, false or auto, received 'maybe'"),
+        ("strategy", "horovod", "trainer.strategy must be one of none, mirrored, multi_worker, received 'horovod'"),
+        ("strategy", "multi_worker", "trainer.strategy=multi_worker needs TF_CONFIG naming the workers and this one"),
+    ],
+)
 def test_bad_engine_settings_are_one_line_errors(check, value, message, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     from visionkit.errors import UserError
@@ -79,15 +86,28 @@ MIRRORED_METRICS = textwrap.dedent("""
 
 
 def test_mirrored_strategy_splits_global_batches_and_aggregates_metrics_over_replicas():
-    done = subprocess.run([sys.executable, "-c", MIRRORED_METRICS], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_METRICS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
 @pytest.mark.slow  # the strategy's batches and metrics are tested without the pipeline above
 def test_the_pipeline_trains_with_a_mirrored_strategy(pipeline):
-    done = pipeline("trainer.epochs=1", "data.limit=128", "trainer.batch_size=32", "trainer.strategy=mirrored",
-                    "trainer.cpu_devices=2", "export.num_images=4", "tracking=none")
+    done = pipeline(
+        "trainer.epochs=1",
+        "data.limit=128",
+        "trainer.batch_size=32",
+        "trainer.strategy=mirrored",
+        "trainer.cpu_devices=2",
+        "export.num_images=4",
+        "tracking=none",
+    )
     assert "trainer.strategy=mirrored: 2 replicas, global batch 32" in done.stdout
     assert "4/4" in done.stdout  # 128 samples in global batches of 32
     assert "export verified" in done.stdout

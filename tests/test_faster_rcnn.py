@@ -16,8 +16,19 @@ from visionkit.tasks import get_task
 from visionkit.tasks.region_losses import ProposalLoss, RegionLoss, minibatch_expectation
 from visionkit.training.fit import CompileSettings, compile_model, monitored_metric
 
-SMALL = dict(backbone="resnet18", width=0.125, feature_stride=8, anchor_sizes=(8, 16), aspect_ratios=(1.0,),
-             pre_nms_proposals=100, proposals=16, pooled_size=2, pooling="align", fc_units=16, dropout=0.0)
+SMALL = dict(
+    backbone="resnet18",
+    width=0.125,
+    feature_stride=8,
+    anchor_sizes=(8, 16),
+    aspect_ratios=(1.0,),
+    pre_nms_proposals=100,
+    proposals=16,
+    pooled_size=2,
+    pooling="align",
+    fc_units=16,
+    dropout=0.0,
+)
 
 
 def numpy_iou(a, b):
@@ -33,8 +44,15 @@ def numpy_deltas(reference, boxes):
     """Faster R-CNN eq. 2 over the variances, written independently of visionkit.layers.box_coding."""
     rw, rh = reference[:, 2] - reference[:, 0], reference[:, 3] - reference[:, 1]
     bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    raw = np.stack([(boxes[:, 0] + bw / 2 - reference[:, 0] - rw / 2) / rw,
-                    (boxes[:, 1] + bh / 2 - reference[:, 1] - rh / 2) / rh, np.log(bw / rw), np.log(bh / rh)], -1)
+    raw = np.stack(
+        [
+            (boxes[:, 0] + bw / 2 - reference[:, 0] - rw / 2) / rw,
+            (boxes[:, 1] + bh / 2 - reference[:, 1] - rh / 2) / rh,
+            np.log(bw / rw),
+            np.log(bh / rh),
+        ],
+        -1,
+    )
     return raw / np.asarray(BOX_VARIANCE)
 
 
@@ -111,7 +129,7 @@ def test_proposal_loss_on_a_hand_worked_case():
     background_loss = (bce(0, -1.0) + bce(0, 0.0)) / 2
     class_loss = (2 * objects_loss + 2 * background_loss) / 4  # minibatch of 4: everything, half objects
     truth = np.array([[0, 0, 10, 10]], np.float32)
-    errors = [smooth_l1(numpy_deltas(anchors[i:i + 1], truth) - deltas[i]).sum() for i in (0, 1)]
+    errors = [smooth_l1(numpy_deltas(anchors[i : i + 1], truth) - deltas[i]).sum() for i in (0, 1)]
     expected = class_loss + 0.5 * np.mean(errors)
     assert float(ProposalLoss(anchors_per_image=4)(truths, outputs)) == pytest.approx(expected, rel=1e-5)
 
@@ -133,8 +151,9 @@ def test_proposals_are_decoded_clipped_suppressed_and_padded_with_the_best():
     proposals = keras.ops.convert_to_numpy(RegionProposals(count=4, pre_nms=4, nms_iou=0.7)(rpn, images))
     # The best anchor lies outside the 64x64 image (clipped to nothing: dropped); anchor 1 overlaps
     # anchor 0 by IoU 0.9 (suppressed); the fourth row repeats the best.
-    np.testing.assert_allclose(proposals[0], [[10, 10, 30, 30], [41, 40, 51, 50], [10, 10, 30, 30], [10, 10, 30, 30]],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        proposals[0], [[10, 10, 30, 30], [41, 40, 51, 50], [10, 10, 30, 30], [10, 10, 30, 30]], atol=1e-4
+    )
 
 
 def test_feature_cells_and_region_outputs():
@@ -168,8 +187,11 @@ def test_builder_checks_name_the_option():
         builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "feature_stride": 64})
     with pytest.raises(ValueError, match="pooling in .* received 2, 'average'"):
         builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "pooling": "average"})
-    with pytest.raises(ValueError, match=r"anchor_sizes and aspect_ratios must be non-empty lists of positive numbers, "
-                                         r"received \[8, 0\] and \[1.0\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"anchor_sizes and aspect_ratios must be non-empty lists of positive numbers, "
+        r"received \[8, 0\] and \[1.0\]",
+    ):
         builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "anchor_sizes": (8, 0)})
     with pytest.raises(ValueError, match="pre_nms_proposals >= proposals"):
         builder(input_shape=(64, 64, 3), num_classes=4, **{**SMALL, "pre_nms_proposals": 8})

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-
 from test_verify import cache_dir, noise, save, snapshot  # noqa: F401  (cache_dir: autouse fixture)
+
 from visionkit.data import load
 from visionkit.errors import UserError
 
@@ -29,6 +29,7 @@ def colour(rgb: tuple[int, int, int], height: int = 20, width: int = 24) -> np.n
 
 
 # ---- folder ----
+
 
 def test_folder_uses_its_split_folders_and_sorted_class_names(tmp_path):
     root = tmp_path / "data"
@@ -52,10 +53,14 @@ def test_folder_without_split_folders_is_split_stratified(tmp_path):
     for c, name in enumerate(("a", "b", "c")):
         for i in range(10):
             save(root / name / "nested" / f"{i}.jpg", noise(16, 16, 10 * c + i))
-    bundle = load("folder", task="classification", path=str(root), image_size=16, channels=1,
-                  val_fraction=0.3, test_fraction=0.3)
+    bundle = load(
+        "folder", task="classification", path=str(root), image_size=16, channels=1, val_fraction=0.3, test_fraction=0.3
+    )
     assert bundle.image_shape == (16, 16, 1) and nonzero(bundle.verification) == {
-        "verify_images": 30, "verify_kept": 30, "verify_converted_to_grayscale": 30}
+        "verify_images": 30,
+        "verify_kept": 30,
+        "verify_converted_to_grayscale": 30,
+    }
     for split in bundle.splits().values():
         assert np.bincount(split.targets["label"]).tolist() == [len(split) // 3] * 3
     with pytest.raises(UserError, match=r"has class folders that train/ lacks: pear"):
@@ -65,6 +70,7 @@ def test_folder_without_split_folders_is_split_stratified(tmp_path):
 
 
 # ---- csv ----
+
 
 def write_csv(path: Path, rows: list[list]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,11 +88,24 @@ def test_csv_classification_with_string_labels_and_bad_rows(tmp_path):
     rows += [["pics/missing.png", "cat"], ["pics/0.png", ""]]
     csv_path = write_csv(root / "labels.csv", rows)
     before = snapshot(root)
-    bundle = load("csv", task="classification", path=str(csv_path), image_column="file", label_column="kind",
-                  image_size=8, val_fraction=0.25, test_fraction=0.25)
+    bundle = load(
+        "csv",
+        task="classification",
+        path=str(csv_path),
+        image_column="file",
+        label_column="kind",
+        image_size=8,
+        val_fraction=0.25,
+        test_fraction=0.25,
+    )
     assert bundle.class_names == ["cat", "dog"]
-    assert nonzero(bundle.verification) == {"verify_images": 14, "verify_kept": 12, "verify_skipped": 2,
-                                            "verify_skipped_missing": 1, "verify_skipped_bad_label": 1}
+    assert nonzero(bundle.verification) == {
+        "verify_images": 14,
+        "verify_kept": 12,
+        "verify_skipped": 2,
+        "verify_skipped_missing": 1,
+        "verify_skipped_bad_label": 1,
+    }
     assert any("labels.csv line 15: empty label in column 'kind'" in issue for issue in bundle.verification.issues)
     for split in bundle.splits().values():
         np.testing.assert_array_equal(split.targets["label"], (split.images[:, 0, 0, 1] > 100).astype(int))
@@ -100,8 +119,15 @@ def test_csv_regression_targets_integer_labels_and_split_column(tmp_path):
     rows = [["image", "label", "x", "y", "split"]]
     for i in range(9):
         save(root / f"{i}.png", colour((10 * i, 0, 0)))
-        rows.append([f"{i}.png", (2, 10, 7)[i % 3], i / 10, -i, ("train", "train", "train", "val", "test",
-                                                                   "train", "valid", "test", "train")[i]])
+        rows.append(
+            [
+                f"{i}.png",
+                (2, 10, 7)[i % 3],
+                i / 10,
+                -i,
+                ("train", "train", "train", "val", "test", "train", "valid", "test", "train")[i],
+            ]
+        )
     rows.append(["0.png", 2, "n/a", 0, "train"])
     csv_path = write_csv(root / "table.csv", rows)
     bundle = load("csv", task="regression", path=str(csv_path), target_columns=["x", "y"], image_size=4)
@@ -114,12 +140,16 @@ def test_csv_regression_targets_integer_labels_and_split_column(tmp_path):
     np.testing.assert_array_equal(train.targets["label"], [[0, 2, 1][i % 3] for i in index])
     assert train.targets["target"].dtype == np.float32
     rows[1][4] = "holdout"
-    with pytest.raises(UserError, match=r"table.csv line 2: column 'split' must be train, val or test, "
-                                        r"received 'holdout'"):
+    with pytest.raises(
+        UserError,
+        match=r"table.csv line 2: column 'split' must be train, val or test, "
+        r"received 'holdout'",
+    ):
         load("csv", task="regression", path=str(write_csv(root / "table.csv", rows)), target_columns=["x"])
 
 
 # ---- coco ----
+
 
 def uncompressed_rle(binary: np.ndarray) -> dict:
     """COCO's uncompressed RLE: run lengths in column-major order, starting with a run of zeros."""
@@ -139,24 +169,62 @@ def coco_fixture(root: Path) -> Path:
     7 'dog' and 3 'cat' (so cat is class 0), every kind of segmentation and every kind of problem."""
     compressed = mask_utils.encode(np.asfortranarray(rectangle(30, 40, 20, 2, 30, 12)))
     annotations = [
-        {"id": 1, "image_id": 1, "category_id": 3, "bbox": [2, 3, 10, 8], "iscrowd": 0,
-         "segmentation": [[2, 3, 12, 3, 12, 11, 2, 11]]},                                      # polygon, cat
-        {"id": 2, "image_id": 1, "category_id": 7, "bbox": [20, 2, 10, 10], "iscrowd": 0,
-         "segmentation": {"size": [30, 40], "counts": compressed["counts"].decode()}},         # compressed RLE, dog
-        {"id": 3, "image_id": 1, "category_id": 7, "bbox": [0, 20, 8, 8], "iscrowd": 1,
-         "segmentation": uncompressed_rle(rectangle(30, 40, 0, 20, 8, 28))},                   # crowd: ignore
-        {"id": 4, "image_id": 1, "category_id": 99, "bbox": [30, 20, 5, 5], "iscrowd": 0,
-         "segmentation": [[30, 20, 35, 20, 35, 25, 30, 25]]},                                  # unknown category
-        {"id": 5, "image_id": 2, "category_id": 3, "bbox": [-1, 5, 10, 15], "iscrowd": 0,
-         "segmentation": uncompressed_rle(rectangle(20, 20, 0, 5, 9, 20))},                    # clipped box
-        {"id": 6, "image_id": 2, "category_id": 7, "bbox": [15, 15, 10, 10], "iscrowd": 0,
-         "segmentation": [[15, 15, 19, 15, 19, 19]]},                                          # 5 px out: dropped
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 3,
+            "bbox": [2, 3, 10, 8],
+            "iscrowd": 0,
+            "segmentation": [[2, 3, 12, 3, 12, 11, 2, 11]],
+        },  # polygon, cat
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 7,
+            "bbox": [20, 2, 10, 10],
+            "iscrowd": 0,
+            "segmentation": {"size": [30, 40], "counts": compressed["counts"].decode()},
+        },  # compressed RLE, dog
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 7,
+            "bbox": [0, 20, 8, 8],
+            "iscrowd": 1,
+            "segmentation": uncompressed_rle(rectangle(30, 40, 0, 20, 8, 28)),
+        },  # crowd: ignore
+        {
+            "id": 4,
+            "image_id": 1,
+            "category_id": 99,
+            "bbox": [30, 20, 5, 5],
+            "iscrowd": 0,
+            "segmentation": [[30, 20, 35, 20, 35, 25, 30, 25]],
+        },  # unknown category
+        {
+            "id": 5,
+            "image_id": 2,
+            "category_id": 3,
+            "bbox": [-1, 5, 10, 15],
+            "iscrowd": 0,
+            "segmentation": uncompressed_rle(rectangle(20, 20, 0, 5, 9, 20)),
+        },  # clipped box
+        {
+            "id": 6,
+            "image_id": 2,
+            "category_id": 7,
+            "bbox": [15, 15, 10, 10],
+            "iscrowd": 0,
+            "segmentation": [[15, 15, 19, 15, 19, 19]],
+        },  # 5 px out: dropped
         {"id": 7, "image_id": 2, "category_id": 7, "bbox": [4, 4, 0, 6], "iscrowd": 0, "segmentation": []},
         {"id": 8, "image_id": 42, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 0, "segmentation": []},
     ]
-    images = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
-              {"id": 2, "file_name": "sub/b.png", "width": 20, "height": 20},
-              {"id": 3, "file_name": "c.png", "width": 99, "height": 30}]                      # wrong size
+    images = [
+        {"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
+        {"id": 2, "file_name": "sub/b.png", "width": 20, "height": 20},
+        {"id": 3, "file_name": "c.png", "width": 99, "height": 30},
+    ]  # wrong size
     categories = [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}]
     save(root / "train" / "images" / "a.jpg", noise(30, 40, 1))
     save(root / "train" / "images" / "sub" / "b.png", noise(20, 20, 2)[..., 0])
@@ -165,10 +233,24 @@ def coco_fixture(root: Path) -> Path:
     (root / "train" / "annotations.json").write_text(json.dumps(train))
     for split in ("val", "test"):
         save(root / split / "images" / "d.png", noise(30, 30, 4))
-        (root / split / "annotations.json").write_text(json.dumps({
-            "images": [{"id": 1, "file_name": "d.png", "width": 30, "height": 30}], "categories": categories,
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5], "iscrowd": 0,
-                             "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]]}]}))
+        (root / split / "annotations.json").write_text(
+            json.dumps(
+                {
+                    "images": [{"id": 1, "file_name": "d.png", "width": 30, "height": 30}],
+                    "categories": categories,
+                    "annotations": [
+                        {
+                            "id": 1,
+                            "image_id": 1,
+                            "category_id": 3,
+                            "bbox": [1, 1, 5, 5],
+                            "iscrowd": 0,
+                            "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]],
+                        }
+                    ],
+                }
+            )
+        )
     return root
 
 
@@ -198,10 +280,19 @@ def test_coco_boxes_masks_crowd_and_unknown_categories(tmp_path):
     bundle = load("coco", task="segmentation", path=str(root), image_size=[15, 20])
     assert bundle.class_names == ["cat", "dog"] and bundle.image_shape == (15, 20, 3)
     assert nonzero(bundle.verification) == {
-        "verify_images": 5, "verify_kept": 4, "verify_skipped": 1, "verify_skipped_size_mismatch": 1,
-        "verify_converted_grayscale": 1, "verify_boxes_clipped": 1, "verify_boxes_dropped_outside": 1,
-        "verify_boxes_dropped_degenerate": 1, "verify_crowd_annotations": 1, "verify_unknown_category": 1,
-        "verify_unknown_image": 1, "verify_no_segmentation": 1}
+        "verify_images": 5,
+        "verify_kept": 4,
+        "verify_skipped": 1,
+        "verify_skipped_size_mismatch": 1,
+        "verify_converted_grayscale": 1,
+        "verify_boxes_clipped": 1,
+        "verify_boxes_dropped_outside": 1,
+        "verify_boxes_dropped_degenerate": 1,
+        "verify_crowd_annotations": 1,
+        "verify_unknown_category": 1,
+        "verify_unknown_image": 1,
+        "verify_no_segmentation": 1,
+    }
     issues = "\n".join(bundle.verification.issues)
     assert "annotations.json annotation id 4: category id 99 is not in 'categories'" in issues
     assert "annotations.json annotation id 8: image id 42 is not in 'images'" in issues
@@ -225,6 +316,7 @@ def test_coco_boxes_masks_crowd_and_unknown_categories(tmp_path):
 
 
 # ---- masks ----
+
 
 def masks_fixture(root: Path) -> Path:
     """train (a-d), val (e) and test (f) images; palette masks for a, e, f; for b a mask with values
@@ -255,17 +347,24 @@ def test_masks_palette_out_of_range_mismatch_and_missing(tmp_path):
     bundle = load("masks", task="segmentation", path=str(root), image_size=[6, 8])
     assert bundle.class_names == ["road", "car"] and bundle.mask_names == ["background", "road", "car"]
     assert nonzero(bundle.verification) == {
-        "verify_images": 6, "verify_kept": 4, "verify_skipped": 2, "verify_skipped_mask_size": 1,
-        "verify_skipped_mask_missing": 1, "verify_mask_pixels_out_of_range": 3}
+        "verify_images": 6,
+        "verify_kept": 4,
+        "verify_skipped": 2,
+        "verify_skipped_mask_size": 1,
+        "verify_skipped_mask_missing": 1,
+        "verify_mask_pixels_out_of_range": 3,
+    }
     issues = "\n".join(bundle.verification.issues)
-    assert (f"mask {root / 'train' / 'masks' / 'c.png'} is 16x10, the image {root / 'train' / 'images' / 'c.jpg'} "
-            f"is 16x12") in issues
+    assert (
+        f"mask {root / 'train' / 'masks' / 'c.png'} is 16x10, the image {root / 'train' / 'images' / 'c.jpg'} is 16x12"
+    ) in issues
     expected = cv2.resize(good, (8, 6), interpolation=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(bundle.train.targets["mask"][0], expected)
     wild_expected = good.copy()
     wild_expected[0, 1:4] = 255
-    np.testing.assert_array_equal(bundle.train.targets["mask"][1], cv2.resize(wild_expected, (8, 6),
-                                                                              interpolation=cv2.INTER_NEAREST))
+    np.testing.assert_array_equal(
+        bundle.train.targets["mask"][1], cv2.resize(wild_expected, (8, 6), interpolation=cv2.INTER_NEAREST)
+    )
     assert bundle.train.images.shape == (2, 6, 8, 3) and bundle.train.targets["mask"].dtype == np.uint8
     assert snapshot(root) == before
     (root / "classes.txt").write_text("background\n")
@@ -275,16 +374,17 @@ def test_masks_palette_out_of_range_mismatch_and_missing(tmp_path):
 
 # ---- yolo ----
 
+
 def yolo_fixture(root: Path) -> Path:
     """Images 40 wide and 20 high in images/{train,val,test}, labels beside them in labels/, two
     classes ant and bee in data.yaml; train c and d have bad label files, test f none."""
     labels = {  # image stem -> label text; images are 40 wide, 20 high
-        "train/a": "0 0.5 0.5 0.5 0.5\n1 0.1 0.5 0.3 0.2\n",   # second box: 2 px left of the image: clipped
-        "train/b": "1 0.9 0.5 0.5 0.5\n",                       # 6 px beyond the right edge: dropped
-        "train/c": "0 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n",    # class 2 of 2 classes: image skipped
-        "train/d": "0 0.5 0.5\n",                               # malformed: image skipped
+        "train/a": "0 0.5 0.5 0.5 0.5\n1 0.1 0.5 0.3 0.2\n",  # second box: 2 px left of the image: clipped
+        "train/b": "1 0.9 0.5 0.5 0.5\n",  # 6 px beyond the right edge: dropped
+        "train/c": "0 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n",  # class 2 of 2 classes: image skipped
+        "train/d": "0 0.5 0.5\n",  # malformed: image skipped
         "val/e": "1 0.25 0.25 0.5 0.5\n",
-        "test/f": None,                                         # no label file: no objects
+        "test/f": None,  # no label file: no objects
     }
     for stem, text in labels.items():
         split, name = stem.split("/")
@@ -292,8 +392,17 @@ def yolo_fixture(root: Path) -> Path:
         if text is not None:
             (root / "labels" / split).mkdir(parents=True, exist_ok=True)
             (root / "labels" / split / f"{name}.txt").write_text(text)
-    (root / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val",
-                                                    "test": ["images/test"], "names": {0: "ant", 1: "bee"}}))
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "path": ".",
+                "train": "images/train",
+                "val": "images/val",
+                "test": ["images/test"],
+                "names": {0: "ant", 1: "bee"},
+            }
+        )
+    )
     return root
 
 
@@ -303,8 +412,13 @@ def test_yolo_boxes_in_pixels_and_bad_label_lines(tmp_path):
     bundle = load("yolo", task="detection", path=str(root), image_size=[10, 20])
     assert bundle.class_names == ["ant", "bee"]
     assert nonzero(bundle.verification) == {
-        "verify_images": 6, "verify_kept": 4, "verify_skipped": 2, "verify_skipped_bad_label": 2,
-        "verify_boxes_clipped": 1, "verify_boxes_dropped_outside": 1}
+        "verify_images": 6,
+        "verify_kept": 4,
+        "verify_skipped": 2,
+        "verify_skipped_bad_label": 2,
+        "verify_boxes_clipped": 1,
+        "verify_boxes_dropped_outside": 1,
+    }
     issues = "\n".join(bundle.verification.issues)
     assert f"{root / 'labels' / 'train' / 'c.txt'} line 2: class id 2 is out of range 0..1" in issues
     assert f"{root / 'labels' / 'train' / 'd.txt'} line 1: expected 'class cx cy w h', received '0 0.5 0.5'" in issues
@@ -318,11 +432,19 @@ def test_yolo_boxes_in_pixels_and_bad_label_lines(tmp_path):
 
 # ---- tfds ----
 
+
 def test_tfds_reads_a_mocked_dataset_offline(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=100):  # download=true goes through the mock: no network
-        bundle = load("tfds", task="classification", name_in_tfds="mnist", image_size=12, channels=3,
-                      data_dir=str(tmp_path / "tfds"), download=True)
+        bundle = load(
+            "tfds",
+            task="classification",
+            name_in_tfds="mnist",
+            image_size=12,
+            channels=3,
+            data_dir=str(tmp_path / "tfds"),
+            download=True,
+        )
     assert bundle.class_names == [str(d) for d in range(10)] and bundle.image_shape == (12, 12, 3)
     assert [len(s) for s in bundle.splits().values()] == [85, 15, 100]  # val carved from train
     assert nonzero(bundle.verification) == {"verify_images": 200, "verify_kept": 200, "verify_converted_grayscale": 200}
@@ -333,6 +455,7 @@ def test_tfds_reads_a_mocked_dataset_offline(tmp_path):
 
 
 # ---- digit_scenes ----
+
 
 def test_digit_scenes_are_seeded_real_digits_with_tight_boxes_and_stroke_masks():
     options = {"num_images": 40, "image_size": 48, "max_digits": 3, "digit_size": [12, 20]}
@@ -357,6 +480,9 @@ def test_digit_scenes_are_seeded_real_digits_with_tight_boxes_and_stroke_masks()
             assert set(np.unique(mask[y1:y2, x1:x2])) <= {0, digit + 1}  # no other digit overlaps it
         assert sum((mask == c + 1).sum() for c in set(classes)) == stroke.sum()
     assert len(set(counts)) > 1
-    with pytest.raises(UserError, match=r"data.digit_size must be \[min, max\] with 8 <= min <= max <= "
-                                        r"data.image_size \(48\)"):
+    with pytest.raises(
+        UserError,
+        match=r"data.digit_size must be \[min, max\] with 8 <= min <= max <= "
+        r"data.image_size \(48\)",
+    ):
         load("digit_scenes", task="detection", image_size=48, digit_size=[12, 60])

@@ -11,24 +11,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_formats import coco_fixture, colour, masks_fixture, write_csv, yolo_fixture
 from test_verify import cache_dir, noise, save, snapshot  # noqa: F401  (cache_dir: autouse fixture)
+
 from visionkit.tasks import get_task
 
-RUN = ("mode=train", "trainer.epochs=1", "trainer.batch_size=4", "data.image_size=32", "tracking=none",
-       "export.num_images=4")
+RUN = (
+    "mode=train",
+    "trainer.epochs=1",
+    "trainer.batch_size=4",
+    "data.image_size=32",
+    "tracking=none",
+    "export.num_images=4",
+)
 SMALL_MODEL = {  # the smallest configuration of each task's model that still has every part
     "classification": ("model=lenet5",),
     "regression": ("model=lenet5",),
-    "detection": ("model=retinanet", "model.width=0.125", "model.strides=[8,16]", "model.head_depth=1",
-                  "task.val_map_images=8"),
+    "detection": (
+        "model=retinanet",
+        "model.width=0.125",
+        "model.strides=[8,16]",
+        "model.head_depth=1",
+        "task.val_map_images=8",
+    ),
     "segmentation": ("model=unet", "model.width=0.125"),
 }
 # TFDS's mock replaces the dataset builders of the process it is entered in, so the command runs inside
 # it: `python -c` enters the mock and calls the entry point of `python -m pipelines.run`.
-MOCKED_TFDS = ("-c", "import tensorflow_datasets as tfds\nfrom pipelines.run import main\n"
-                     "with tfds.testing.mock_data(num_examples=100):\n    main()")
+MOCKED_TFDS = (
+    "-c",
+    "import tensorflow_datasets as tfds\nfrom pipelines.run import main\n"
+    "with tfds.testing.mock_data(num_examples=100):\n    main()",
+)
 
 
 def folder_dataset(root: Path) -> Path:
@@ -48,7 +62,7 @@ def table_dataset(root: Path) -> Path:
     for i in range(16):
         image = noise(32, 32, i) // 4
         x, y = (int(v) for v in rng.integers(4, 28, 2))
-        image[y - 3:y + 3, x - 3:x + 3] = 255
+        image[y - 3 : y + 3, x - 3 : x + 3] = 255
         save(root / "pictures" / f"{i}.png", image)
         rows.append([f"pictures/{i}.png", ("cat", "dog")[i % 2], x, y])
     write_csv(root / "table.csv", rows)
@@ -91,25 +105,34 @@ def case(data: str, task: str, slow: bool = True):
 
 # The two csv cases (about 13 s each on a 2-core CPU, and between them both image-level tasks) run in
 # `make test`; the other eight take 12-45 s each and are marked slow.
-@pytest.mark.parametrize("data, task", [
-    case("folder", "classification"),
-    case("csv", "classification", slow=False),
-    case("csv", "regression", slow=False),
-    case("coco", "detection"),
-    case("coco", "segmentation"),
-    case("masks", "segmentation"),
-    case("yolo", "detection"),
-    case("tfds", "classification"),
-    case("digit_scenes", "detection"),
-    case("digit_scenes", "segmentation"),
-])
+@pytest.mark.parametrize(
+    "data, task",
+    [
+        case("folder", "classification"),
+        case("csv", "classification", slow=False),
+        case("csv", "regression", slow=False),
+        case("coco", "detection"),
+        case("coco", "segmentation"),
+        case("masks", "segmentation"),
+        case("yolo", "detection"),
+        case("tfds", "classification"),
+        case("digit_scenes", "detection"),
+        case("digit_scenes", "segmentation"),
+    ],
+)
 def test_each_format_trains_evaluates_and_exports(pipeline, tmp_path, data, task):
     if data == "tfds":
         pytest.importorskip("tensorflow_datasets")
     root, overrides = dataset(data, task, tmp_path)
     before = snapshot(root) if root else None
-    done = pipeline(f"task={task}", f"data={data}", *overrides, *SMALL_MODEL[task], *RUN,
-                    entry=MOCKED_TFDS if data == "tfds" else ("-m", "pipelines.run"))
+    done = pipeline(
+        f"task={task}",
+        f"data={data}",
+        *overrides,
+        *SMALL_MODEL[task],
+        *RUN,
+        entry=MOCKED_TFDS if data == "tfds" else ("-m", "pipelines.run"),
+    )
     stored = json.loads((pipeline.run_dir / "test_metrics.json").read_text())
     headline = [f"test_{name}" for name in get_task(task).headline_metrics]
     assert set(headline) <= set(stored), (headline, stored)

@@ -30,18 +30,37 @@ def test_the_objective_is_the_named_result():
     cfg = OmegaConf.create({"mode": "train", "optimized_metric": "validation_score"})
     assert sweep_objective(cfg, {"validation_score": 0.5, "test_accuracy": 0.4}) == 0.5
     assert sweep_objective(OmegaConf.create({"mode": "train", "optimized_metric": None}), {"a": 1}) is None
-    with pytest.raises(UserError, match="optimized_metric=val_acc is not a result of mode=train; available: "
-                                        "test_accuracy, validation_score"):
-        sweep_objective(OmegaConf.create({"mode": "train", "optimized_metric": "val_acc"}),
-                        {"validation_score": 0.5, "test_accuracy": 0.4})
+    with pytest.raises(
+        UserError,
+        match="optimized_metric=val_acc is not a result of mode=train; available: test_accuracy, validation_score",
+    ):
+        sweep_objective(
+            OmegaConf.create({"mode": "train", "optimized_metric": "val_acc"}),
+            {"validation_score": 0.5, "test_accuracy": 0.4},
+        )
 
 
 def test_a_search_runs_its_trials_and_reports_the_best_validation_score(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    done = subprocess.run([sys.executable, "-m", "pipelines.run", "hparams_search=optimizer", "hydra.sweeper.n_trials=3",
-                           "trainer.epochs=1", "data.limit=120", "export.enabled=false", "tracking=none",
-                           f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.run",
+            "hparams_search=optimizer",
+            "hydra.sweeper.n_trials=3",
+            "trainer.epochs=1",
+            "data.limit=120",
+            "export.enabled=false",
+            "tracking=none",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     trials = sorted(sweep_dir.glob("*_classification_lenet5"))
     assert len(trials) == 3

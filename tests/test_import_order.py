@@ -27,6 +27,9 @@ def test_the_import_contracts_hold():
 
 def test_tracking_imports_no_model_no_task_and_no_pycocotools():
     loaded = modules_after("import visionkit.tracking")
-    heavy = {name for name in loaded if name.split(".")[0] == "pycocotools"
-             or name.startswith(("visionkit.models", "visionkit.tasks"))}
+    heavy = {
+        name
+        for name in loaded
+        if name.split(".")[0] == "pycocotools" or name.startswith(("visionkit.models", "visionkit.tasks"))
+    }
     assert not heavy

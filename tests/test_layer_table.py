@@ -40,9 +40,10 @@ def test_lenet5_by_hand():
     assert (c3["output_shape"], c3["params"], c3["macs"]) == ((10, 10, 16), 2_416, 240_000)
     # Receptive field r and jump j: input r=1 j=1; C1 (k5 s1) r=1+4*1=5 j=1; S2 (k2 s2) r=5+1*1=6 j=2;
     # C3 (k5 s1) r=6+4*2=14 j=2; S4 (k2 s2) r=14+1*2=16 j=4; flatten and the dense layers keep it.
-    assert [(rows[n]["receptive_field"], rows[n]["jump"]) for n in ("image", "c1_conv", "s2_pool", "c3_conv",
-                                                                     "s4_pool", "predictions")] == \
-        [(1, 1), (5, 1), (6, 2), (14, 2), (16, 4), (16, 4)]
+    assert [
+        (rows[n]["receptive_field"], rows[n]["jump"])
+        for n in ("image", "c1_conv", "s2_pool", "c3_conv", "s4_pool", "predictions")
+    ] == [(1, 1), (5, 1), (6, 2), (14, 2), (16, 4), (16, 4)]
     assert rows["s2_pool"]["macs"] == 0 and rows["s2_pool"]["dilation"] is None and rows["flatten"]["kernel"] is None
     total = totals(list(rows.values()))
     # 61,706 parameters (LeCun et al. 1998 as taught, see test_models); MACs 117,600 + 240,000 + 400*120
@@ -85,12 +86,18 @@ def test_resnet50_macs_and_receptive_field():
     # r=35+4*2*8=99; conv4: j=16, r=99+6*2*16=291; conv5: j=32, r=291+3*2*32=483.
     assert (total["last_conv"], total["receptive_field"], total["jump"]) == ("conv5_block3_3_conv", 483, 32)
     rows = by_name(rows)
-    assert (rows["pool1_pool"]["receptive_field"], rows["conv2_block3_out"]["receptive_field"],
-            rows["conv3_block4_out"]["receptive_field"], rows["conv4_block6_out"]["receptive_field"]) == \
-        (11, 35, 99, 291)
+    assert (
+        rows["pool1_pool"]["receptive_field"],
+        rows["conv2_block3_out"]["receptive_field"],
+        rows["conv3_block4_out"]["receptive_field"],
+        rows["conv4_block6_out"]["receptive_field"],
+    ) == (11, 35, 99, 291)
     # The shortcut (r=11 at the block input, then a 1x1) meets the 3x3 branch (r=19): the merge takes the max.
-    assert (rows["conv2_block1_0_bn"]["receptive_field"], rows["conv2_block1_3_bn"]["receptive_field"],
-            rows["conv2_block1_add"]["receptive_field"]) == (11, 19, 19)
+    assert (
+        rows["conv2_block1_0_bn"]["receptive_field"],
+        rows["conv2_block1_3_bn"]["receptive_field"],
+        rows["conv2_block1_add"]["receptive_field"],
+    ) == (11, 19, 19)
     # Global pooling is a window over the whole 7x7 map: 483 + 6*32 = 675 >= 224, every output sees it all.
     assert rows["avg_pool"]["receptive_field"] == 675
     assert rows["conv1_bn"]["params"] == 4 * 64 and rows["conv1_bn"]["trainable_params"] == 2 * 64
@@ -109,8 +116,11 @@ def test_vgg16_published_figures():
     assert sum(r["macs"] for r in rows if r["category"] == "conv") == 15_346_630_656
     rows = by_name(rows)
     # Distill 2019 table: vgg_16 conv5_2 164, pool5 212 (stride 32); conv5_3 = 164 + 2*16 = 196.
-    assert [(rows[n]["receptive_field"], rows[n]["jump"]) for n in ("block5_conv2", "block5_conv3", "block5_pool")] \
-        == [(164, 16), (196, 16), (212, 32)]
+    assert [(rows[n]["receptive_field"], rows[n]["jump"]) for n in ("block5_conv2", "block5_conv3", "block5_pool")] == [
+        (164, 16),
+        (196, 16),
+        (212, 32),
+    ]
     assert total["receptive_field"] == 196
 
 
@@ -134,8 +144,10 @@ def tiny_model():
 def test_every_kind_of_layer_by_hand():
     model = tiny_model()
     rows = by_name(layer_table(model))
-    got = {name: (row["output_shape"], row["params"], row["macs"], row["receptive_field"], row["jump"])
-           for name, row in rows.items()}
+    got = {
+        name: (row["output_shape"], row["params"], row["macs"], row["receptive_field"], row["jump"])
+        for name, row in rows.items()
+    }
     assert got == {
         "image": ((16, 16, 4), 0, 0, 1, 1),
         # 3x3 dilation 2: effective kernel 2*(3-1)+1 = 5, r = 1 + 4*1 = 5. Params 9*4*8+8; MACs 9*4*8*16*16.
@@ -190,16 +202,24 @@ def test_parameter_formula_agrees_with_keras(name, input_shape):
 
 
 def test_nested_models_are_expanded_and_shared_layers_counted_once():
-    backbone = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, name="conv"),
-                                 layers.MaxPooling2D(2, name="pool")], name="backbone")
+    backbone = keras.Sequential(
+        [keras.Input((8, 8, 3)), layers.Conv2D(4, 3, name="conv"), layers.MaxPooling2D(2, name="pool")], name="backbone"
+    )
     shared = layers.Dense(5, name="shared")
     inputs = keras.Input((8, 8, 3), name="image")
     features = layers.Flatten(name="flatten")(backbone(inputs))
     outputs = layers.Add(name="add")([shared(features), shared(features)])
     model = keras.Model(inputs, outputs)
     rows = layer_table(model)
-    assert [row["name"] for row in rows] == ["image", "backbone/conv", "backbone/pool", "flatten", "shared",
-                                             "shared", "add"]
+    assert [row["name"] for row in rows] == [
+        "image",
+        "backbone/conv",
+        "backbone/pool",
+        "flatten",
+        "shared",
+        "shared",
+        "add",
+    ]
     assert [row["receptive_field"] for row in rows] == [1, 3, 4, 4, 4, 4, 4]
     # 8x8 -> conv 3x3 -> 6x6x4 -> pool -> 3x3x4 = 36 features; the shared dense layer's 36*5+5 weights once.
     assert [row["params"] for row in rows if row["name"] == "shared"] == [36 * 5 + 5, 0]
@@ -219,8 +239,20 @@ def test_a_subclassed_model_is_refused():
 def test_format_table_lists_every_layer_and_the_totals():
     text = format_table(layer_table(build("lenet5", input_shape=(32, 32, 1), num_classes=10)))
     lines = text.splitlines()
-    assert lines[0].split() == ["Layer", "Type", "Kernel", "Stride", "Pad", "Dil", "Output", "shape", "Params",
-                                "MACs", "RF", "Jump"]
+    assert lines[0].split() == [
+        "Layer",
+        "Type",
+        "Kernel",
+        "Stride",
+        "Pad",
+        "Dil",
+        "Output",
+        "shape",
+        "Params",
+        "MACs",
+        "RF",
+        "Jump",
+    ]
     assert lines[4].split() == ["c1_conv", "Conv2D", "5x5", "1", "valid", "1", "28x28x6", "156", "117,600", "5", "1"]
     assert "Parameters: 61,706 (trainable 61,706, non-trainable 0)" in text
     assert "MACs: 416,520 (417 K); FLOPs ≈ 2 × MACs = 0.000833 GFLOPs" in text
@@ -239,8 +271,9 @@ def test_summary_mode_prints_and_writes_the_table(pipeline):
 
 
 def test_summary_mode_takes_input_shape_classes_and_task(pipeline):
-    done = pipeline("mode=summary", "model=lenet5", "summary.input_shape=[64,64,3]", "summary.num_classes=4",
-                    "task=regression")
+    done = pipeline(
+        "mode=summary", "model=lenet5", "summary.input_shape=[64,64,3]", "summary.num_classes=4", "task=regression"
+    )
     assert "lenet5 (LeCun et al. 1998) for regression, 64x64x3 input, 4 outputs" in done.stdout
     rows = {row["name"]: row for row in csv.DictReader((pipeline.run_dir / "layer_table.csv").open())}
     # 64 -> 60 (C1) -> 30 -> 26 (C3) -> 13; C1 params 5*5*3*6+6; C5 sees 13*13*16 inputs; the top 84*4+4.
@@ -251,17 +284,25 @@ def test_summary_mode_takes_input_shape_classes_and_task(pipeline):
 def test_summary_mode_unknown_model_is_one_line(pipeline):
     done = pipeline("mode=summary", "model=lenet", "tracking=none", check=False)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: ")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: unknown model option 'lenet' (did you mean 'lenet5'?); available: ")
+    )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["summary.input_shape=[8,8,1]"], "model 'lenet5': lenet5: input height and width must be at least 16, "
-                                      "received (8, 8, 1)"),
-    (["summary.num_classes=0"], "summary.num_classes must be at least 1, received 0"),
-    (["summary.input_shape=5"], "summary.input_shape: Invalid value assigned: AnyNode is not a ListConfig"),
-    (["model.width=wide"], "model.width: expected float, received 'wide'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["summary.input_shape=[8,8,1]"],
+            "model 'lenet5': lenet5: input height and width must be at least 16, received (8, 8, 1)",
+        ),
+        (["summary.num_classes=0"], "summary.num_classes must be at least 1, received 0"),
+        (["summary.input_shape=5"], "summary.input_shape: Invalid value assigned: AnyNode is not a ListConfig"),
+        (["model.width=wide"], "model.width: expected float, received 'wide'"),
+    ],
+)
 def test_summary_settings_errors_name_the_key(overrides, message):
     # In process (run.py turns a UserError into one line on stderr and status 2, see test_pipeline).
     from hydra import compose, initialize_config_dir
@@ -280,13 +321,15 @@ def test_summary_settings_errors_name_the_key(overrides, message):
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_registered_model_has_a_complete_report_at_its_paper_size(name):
     meta = MODELS.meta(name)
-    model = inference_model(shapes_only(name, input_shape=meta["paper_input"], num_classes=meta["paper_classes"],
-                                        task=meta["tasks"][0]))
+    model = inference_model(
+        shapes_only(name, input_shape=meta["paper_input"], num_classes=meta["paper_classes"], task=meta["tasks"][0])
+    )
     rows = layer_table(model)
     total = totals(rows)
     # A row per call: a layer shared across pyramid levels (RetinaNet's heads) has a row per level.
-    assert {row["name"] for row in rows if row["kind"] != "InputLayer"} == \
-        {layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)}
+    assert {row["name"] for row in rows if row["kind"] != "InputLayer"} == {
+        layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+    }
     assert total["params"] == model.count_params()
     assert total["macs"] > 0 and total["receptive_field"] is not None
     assert rows[-1]["output_shape"] == tuple(model.output_shape[1:])

@@ -32,14 +32,16 @@ def flatten_model(shape) -> keras.Model:
 @pytest.mark.parametrize("workers, processes", [(2, False), (2, True)])
 def test_workers_threads_or_processes_give_the_same_augmented_batches(split, workers, processes):
     def seen(**kwargs):
-        loader = BatchLoader(split, labels, batch_size=8, augmenter=build_augmenter(AFFINE, seed=4), shuffle=True,
-                             seed=1, **kwargs)
+        loader = BatchLoader(
+            split, labels, batch_size=8, augmenter=build_augmenter(AFFINE, seed=4), shuffle=True, seed=1, **kwargs
+        )
         return flatten_model(split.images.shape[1:]).predict(loader, verbose=0)
 
     one = seen(workers=1)
     np.testing.assert_array_equal(seen(workers=workers, use_multiprocessing=processes, max_queue_size=2), one)
-    assert one.shape == (50, 20 * 20 * 3) and not np.array_equal(np.sort(one, axis=0),
-                                                                    np.sort(split.images.reshape(50, -1), axis=0))
+    assert one.shape == (50, 20 * 20 * 3) and not np.array_equal(
+        np.sort(one, axis=0), np.sort(split.images.reshape(50, -1), axis=0)
+    )
 
 
 def test_samples_are_the_augmented_samples_of_a_batch(split):
@@ -53,8 +55,9 @@ def test_samples_are_the_augmented_samples_of_a_batch(split):
 
 def test_a_resumed_loader_gives_the_batches_of_its_epoch(split):
     def loader(**kwargs):
-        return BatchLoader(split, labels, batch_size=8, augmenter=build_augmenter(AFFINE, seed=4), shuffle=True,
-                           **kwargs)
+        return BatchLoader(
+            split, labels, batch_size=8, augmenter=build_augmenter(AFFINE, seed=4), shuffle=True, **kwargs
+        )
 
     uninterrupted = loader()
     uninterrupted.on_epoch_end()
@@ -76,8 +79,9 @@ def test_each_worker_process_runs_one_opencv_thread(split):
     before = cv2.getNumThreads()
     cv2.setNumThreads(3)
     try:
-        loader = BatchLoader(split, labels, batch_size=8, augmenter=build_augmenter(AFFINE), workers=2,
-                             use_multiprocessing=True)
+        loader = BatchLoader(
+            split, labels, batch_size=8, augmenter=build_augmenter(AFFINE), workers=2, use_multiprocessing=True
+        )
         with multiprocessing.get_context("fork").Pool(1) as pool:
             assert pool.apply(opencv_threads_after_a_batch, (loader,)) == 1
         assert opencv_threads_after_a_batch(loader) == 3  # the main process keeps its own setting
@@ -85,10 +89,13 @@ def test_each_worker_process_runs_one_opencv_thread(split):
         cv2.setNumThreads(before)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"batch_size": 0}, "batch_size must be at least 1, received 0"),
-    ({"batch_size": 4, "max_queue_size": 0}, "max_queue_size must be at least 1, received 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"batch_size": 0}, "batch_size must be at least 1, received 0"),
+        ({"batch_size": 4, "max_queue_size": 0}, "max_queue_size must be at least 1, received 0"),
+    ],
+)
 def test_bad_loader_options_are_named(split, options, message):
     with pytest.raises(ValueError, match=message):
         BatchLoader(split, labels, **options)

@@ -36,7 +36,9 @@ def test_classification_metrics_match_scikit_learn(classified):
 def test_confusion_matrix_matches_scikit_learn(classified):
     y_true, probabilities = classified
     y_pred = probabilities.argmax(1)
-    np.testing.assert_array_equal(confusion_matrix(y_true, y_pred, 6), sk.confusion_matrix(y_true, y_pred, labels=range(6)))
+    np.testing.assert_array_equal(
+        confusion_matrix(y_true, y_pred, 6), sk.confusion_matrix(y_true, y_pred, labels=range(6))
+    )
 
 
 def test_top_k_is_named_by_the_requested_k_even_with_fewer_classes():

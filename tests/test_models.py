@@ -40,8 +40,11 @@ def test_bad_arguments_quote_the_received_value():
 
 
 def test_a_model_that_does_not_support_the_task_is_named():
-    with pytest.raises(UserError, match=r"model 'lenet5' does not support task 'segmentation'; it supports: "
-                                        r"classification, regression"):
+    with pytest.raises(
+        UserError,
+        match=r"model 'lenet5' does not support task 'segmentation'; it supports: "
+        r"classification, regression",
+    ):
         build("lenet5", input_shape=(32, 32, 1), num_classes=2, task="segmentation")
 
 

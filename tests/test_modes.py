@@ -11,8 +11,11 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
 def mode_modules() -> set[str]:
     """The pipelines modules with a top-level `run` function: what `mode=<module>` dispatches to."""
-    return {path.stem for path in PIPELINES.glob("*.py") if any(
-        isinstance(node, ast.FunctionDef) and node.name == "run" for node in ast.parse(path.read_text()).body)}
+    return {
+        path.stem
+        for path in PIPELINES.glob("*.py")
+        if any(isinstance(node, ast.FunctionDef) and node.name == "run" for node in ast.parse(path.read_text()).body)
+    }
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -33,8 +36,9 @@ def test_the_list_of_modes_is_the_set_of_mode_modules():
 
 def test_no_mode_imports_another_mode():
     modes = {f"pipelines.{name}" for name in MODES}
-    reached = {name: sorted(imported_modules(PIPELINES / f"{name}.py") & (modes - {f"pipelines.{name}"}))
-               for name in MODES}
+    reached = {
+        name: sorted(imported_modules(PIPELINES / f"{name}.py") & (modes - {f"pipelines.{name}"})) for name in MODES
+    }
     assert {name: found for name, found in reached.items() if found} == {}
 
 

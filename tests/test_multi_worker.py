@@ -33,8 +33,14 @@ def start(run_dir: Path, *overrides: str, tf_config: dict | None = None) -> subp
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen([sys.executable, "-m", "pipelines.run", f"hydra.run.dir={run_dir}", *RUN, *overrides],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.run", f"hydra.run.dir={run_dir}", *RUN, *overrides],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -62,8 +68,14 @@ def test_every_worker_takes_the_same_number_of_batches():
 def test_two_workers_train_as_one_process_would(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = [start(tmp_path / f"worker{i}", "trainer.strategy=multi_worker",
-                     tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(2)]
+    workers = [
+        start(
+            tmp_path / f"worker{i}",
+            "trainer.strategy=multi_worker",
+            tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}},
+        )
+        for i in range(2)
+    ]
     outputs = [finish(w) for w in workers]
     assert "trainer.strategy=multi_worker: 2 replicas, global batch 50" in outputs[0]
     assert "worker 1: training done; worker 0 evaluates and exports" in outputs[1]
@@ -73,8 +85,9 @@ def test_two_workers_train_as_one_process_would(tmp_path):
     # The same batches, the gradients summed over both workers: the same training, epoch by epoch.
     assert len(epoch_figures(single)) == 2 * 6  # loss, accuracy, top-5, and their val_ twins
     assert epoch_figures(outputs[0]) == pytest.approx(epoch_figures(single), rel=1e-4)
-    chief_metrics, single_metrics = (json.loads((tmp_path / d / "test_metrics.json").read_text())
-                                     for d in ("worker0", "single"))
+    chief_metrics, single_metrics = (
+        json.loads((tmp_path / d / "test_metrics.json").read_text()) for d in ("worker0", "single")
+    )
     assert chief_metrics == pytest.approx(single_metrics, rel=1e-4)
 
 

@@ -18,11 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep_config(tmp_path, *overrides: str, enabled: bool = True):
-    return OmegaConf.create({
-        "mode": "train", "task": {"name": "classification"},
-        "tracking": {"enabled": enabled, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                     "artifact_root": str(tmp_path / "mlartifacts")},
-        "hydra": {"overrides": {"task": list(overrides)}}})
+    return OmegaConf.create(
+        {
+            "mode": "train",
+            "task": {"name": "classification"},
+            "tracking": {
+                "enabled": enabled,
+                "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "artifact_root": str(tmp_path / "mlartifacts"),
+            },
+            "hydra": {"overrides": {"task": list(overrides)}},
+        }
+    )
 
 
 def test_experiments_of_a_sweep(tmp_path):
@@ -75,10 +82,22 @@ def test_writes_are_retried_while_the_database_is_locked(monkeypatch):
 @pytest.mark.slow
 def test_parallel_joblib_multirun_logs_one_finished_run_per_job(tmp_path):
     store, sweep = tmp_path / "mlflow.db", tmp_path / "sweep"
-    args = [sys.executable, "-m", "pipelines.run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-            f"hydra.sweep.dir={sweep}", f"tracking.uri=sqlite:///{store}", f"tracking.artifact_root={tmp_path / 'art'}",
-            "trainer.seed=0,1,2", "trainer.epochs=1", "data.limit=32", "export.enabled=false",
-            "tracking.system_metrics_interval=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipelines.run",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        f"tracking.uri=sqlite:///{store}",
+        f"tracking.artifact_root={tmp_path / 'art'}",
+        "trainer.seed=0,1,2",
+        "trainer.epochs=1",
+        "data.limit=32",
+        "export.enabled=false",
+        "tracking.system_metrics_interval=1",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -89,10 +108,12 @@ def test_parallel_joblib_multirun_logs_one_finished_run_per_job(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.params["trainer.seed"] for run in runs) == ["0", "1", "2"]
     assert sorted(run.info.run_name for run in runs) == [  # each job named by what it was given
-        f"lenet5-digits-data.limit=32,export.enabled=False,trainer.epochs=1,trainer.seed={seed}" for seed in range(3)]
+        f"lenet5-digits-data.limit=32,export.enabled=False,trainer.epochs=1,trainer.seed={seed}" for seed in range(3)
+    ]
     assert all(run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs)
-    assert sorted(run.data.tags["run_dir"] for run in runs) == [str(sweep / f"{i}_classification_lenet5")
-                                                                 for i in range(3)]
+    assert sorted(run.data.tags["run_dir"] for run in runs) == [
+        str(sweep / f"{i}_classification_lenet5") for i in range(3)
+    ]
     assert experiment.creation_time < min(run.info.start_time for run in runs)  # made by the callback, up front
 
 
@@ -103,8 +124,9 @@ def test_slurm_launcher_config_composes():
     from pipelines.run import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 240)

@@ -28,8 +28,14 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     assert "trainer.epochs=1" in run.data.tags["overrides"]
     assert run.data.params["trainer.epochs"] == "1" and run.data.params["model.total_params"] == "61706"
     assert run.data.params["model.macs"] == "416520"  # LeNet-5 on 32x32x1, worked out in test_layer_table.py
-    for key in ("test_accuracy", "test_top5_accuracy", "test_macro_f1", "train_loss", "val_accuracy",
-                "export_max_abs_diff"):
+    for key in (
+        "test_accuracy",
+        "test_top5_accuracy",
+        "test_macro_f1",
+        "train_loss",
+        "val_accuracy",
+        "export_max_abs_diff",
+    ):
         assert key in run.data.metrics, key
     stored = json.loads((run_dir / "test_metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(stored["test_accuracy"])
@@ -49,8 +55,13 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     (images / "broken.png").write_bytes(b"not an image")
     for checkpoint in (run_dir, run_dir / "export" / "lenet5" / "1"):
         out = tmp_path / f"predictions-{checkpoint.name}.csv"
-        done = pipeline("mode=predict", f"checkpoint={checkpoint}", f"predict.input={images}", f"predict.output={out}",
-                        "tracking=none")
+        done = pipeline(
+            "mode=predict",
+            f"checkpoint={checkpoint}",
+            f"predict.input={images}",
+            f"predict.output={out}",
+            "tracking=none",
+        )
         assert "skipping unreadable image" in done.stdout
         rows = list(csv.DictReader(out.open()))
         assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
@@ -96,32 +107,52 @@ def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipelin
     assert "model.freeze: 6 layers frozen" in done.stdout  # image, normalize, c1_conv, s2_pool, stride2, c3_conv
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model=lenet"], "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: alexnet, allconv, "),
-    (["task=detections"], "error: unknown task option 'detections' (did you mean 'detection'?); available: "
-                          "classification, detection, regression, segmentation"),
-    (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
-    (["mode=trian"], "error: unknown mode 'trian' (did you mean 'train'?); available: benchmark, compare, evaluate, "
-                      "export, predict, preview, summary, train, verify"),
-    (["-m", "model=lenet5,resnet81"], "error: unknown model option 'resnet81' (did you mean 'resnet18'?)"),
-    (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
-    (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
-    (["export.num_images=0"], "error: export.num_images must be at least 1, received 0"),
-    (["model.width=wide"], "error: model.width: expected float, received 'wide'"),
-    (["task=regression", "data=digits"],
-     "error: dataset 'digits' does not support task 'regression'; it supports: classification"),
-    (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
-    (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
-    (["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"],
-     "error: predict.input is not a folder: /no/such/folder"),
-    (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
-    (["model.weights=imagenet"], "error: model.weights=imagenet is available for densenet121, densenet169, "),
-    (["model.freeze=c3_cnv"], "error: unknown layer of lenet5 for model.freeze 'c3_cnv' (did you mean 'c3_conv'?)"),
-    (["trainer.optimizer=adamm"],
-     "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'"),
-    (["augment.transforms=[{name: Blurr}]"],
-     "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["model=lenet"],
+            "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: alexnet, allconv, ",
+        ),
+        (
+            ["task=detections"],
+            "error: unknown task option 'detections' (did you mean 'detection'?); available: "
+            "classification, detection, regression, segmentation",
+        ),
+        (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
+        (
+            ["mode=trian"],
+            "error: unknown mode 'trian' (did you mean 'train'?); available: benchmark, compare, evaluate, "
+            "export, predict, preview, summary, train, verify",
+        ),
+        (["-m", "model=lenet5,resnet81"], "error: unknown model option 'resnet81' (did you mean 'resnet18'?)"),
+        (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+        (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
+        (["export.num_images=0"], "error: export.num_images must be at least 1, received 0"),
+        (["model.width=wide"], "error: model.width: expected float, received 'wide'"),
+        (
+            ["task=regression", "data=digits"],
+            "error: dataset 'digits' does not support task 'regression'; it supports: classification",
+        ),
+        (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
+        (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
+        (
+            ["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"],
+            "error: predict.input is not a folder: /no/such/folder",
+        ),
+        (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
+        (["model.weights=imagenet"], "error: model.weights=imagenet is available for densenet121, densenet169, "),
+        (["model.freeze=c3_cnv"], "error: unknown layer of lenet5 for model.freeze 'c3_cnv' (did you mean 'c3_conv'?)"),
+        (
+            ["trainer.optimizer=adamm"],
+            "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'",
+        ),
+        (
+            ["augment.transforms=[{name: Blurr}]"],
+            "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)",
+        ),
+    ],
+)
 def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message):
     done = pipeline("tracking=none", *overrides, check=False)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -132,10 +163,13 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message
 
 def test_help_lists_the_config_groups(pipeline):
     done = pipeline("--help")
-    for group in ("task: classification, detection, regression, segmentation",
-                  "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, yolo", "augment:",
-                  "trainer: default",
-                  "tracking: mlflow, none"):
+    for group in (
+        "task: classification, detection, regression, segmentation",
+        "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, yolo",
+        "augment:",
+        "trainer: default",
+        "tracking: mlflow, none",
+    ):
         assert group in done.stdout
     models = next(line for line in done.stdout.splitlines() if line.strip().startswith("model:"))
     assert all(name in models for name in ("lenet5", "alexnet", "vgg16", "googlenet", "resnet50", "densenet121"))

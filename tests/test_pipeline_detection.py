@@ -7,9 +7,18 @@ import json
 import cv2
 import pytest
 
-TINY = ("task=detection", "model=retinanet", "trainer.epochs=1", "data.num_images=40", "model.width=0.125",
-        "model.strides=[8,16]", "model.head_depth=1", "task.val_map_images=8", "export.num_images=4",
-        "tracking.system_metrics=false")
+TINY = (
+    "task=detection",
+    "model=retinanet",
+    "trainer.epochs=1",
+    "data.num_images=40",
+    "model.width=0.125",
+    "model.strides=[8,16]",
+    "model.head_depth=1",
+    "task.val_map_images=8",
+    "export.num_images=4",
+    "tracking.system_metrics=false",
+)
 
 
 def test_detection_trains_tracks_exports_and_predicts(pipeline, tmp_path):
@@ -22,8 +31,16 @@ def test_detection_trains_tracks_exports_and_predicts(pipeline, tmp_path):
 
     client, runs = pipeline.mlflow_runs("detection")
     run = runs[0]
-    for key in ("train_loss", "val_loss", "val_map50", "test_map", "test_map50", "test_map75", "test_mar100",
-                "export_max_abs_diff"):
+    for key in (
+        "train_loss",
+        "val_loss",
+        "val_map50",
+        "test_map",
+        "test_map50",
+        "test_map75",
+        "test_mar100",
+        "export_max_abs_diff",
+    ):
         assert key in run.data.metrics, key
     stored = json.loads((pipeline.run_dir / "test_metrics.json").read_text())
     assert run.data.metrics["test_map50"] == pytest.approx(stored["test_map50"])
@@ -41,8 +58,9 @@ def test_detection_trains_tracks_exports_and_predicts(pipeline, tmp_path):
     images.mkdir()
     cv2.imwrite(str(images / "scene.png"), load("shapes", task="detection", num_images=40).test.images[0])
     out = tmp_path / "predictions.csv"
-    pipeline("mode=predict", f"checkpoint={export}", f"predict.input={images}", f"predict.output={out}",
-             "tracking=none")
+    pipeline(
+        "mode=predict", f"checkpoint={export}", f"predict.input={images}", f"predict.output={out}", "tracking=none"
+    )
     row = next(csv.DictReader(out.open()))
     assert len(json.loads(row["detections"])) == int(row["num_detections"])
 
@@ -55,12 +73,22 @@ def test_a_classification_model_is_refused_for_detection(pipeline):
 
 
 def test_faster_rcnn_trains_exports_with_its_proposal_stage_and_evaluates_its_checkpoint(pipeline):
-    done = pipeline("task=detection", "model=faster_rcnn", "trainer.epochs=1", "data.num_images=40",
-                    "model.width=0.125", "model.proposals=16", "model.fc_units=16", "task.val_map_images=8",
-                    "export.num_images=4", "tracking=none")
+    done = pipeline(
+        "task=detection",
+        "model=faster_rcnn",
+        "trainer.epochs=1",
+        "data.num_images=40",
+        "model.width=0.125",
+        "model.proposals=16",
+        "model.fc_units=16",
+        "task.val_map_images=8",
+        "export.num_images=4",
+        "tracking=none",
+    )
     # The SavedModel holds both stages: proposals, their suppression, RoI pooling, per-class decoding.
     assert "export verified" in done.stdout and "test_map50=" in done.stdout
     assert "rpn_loss" in done.stdout and "val_map50:" in done.stdout
-    evaluated = pipeline("mode=evaluate", "task=detection", "data.num_images=40", f"checkpoint={pipeline.run_dir}",
-                         "tracking=none")
+    evaluated = pipeline(
+        "mode=evaluate", "task=detection", "data.num_images=40", f"checkpoint={pipeline.run_dir}", "tracking=none"
+    )
     assert "test_map50=" in evaluated.stdout

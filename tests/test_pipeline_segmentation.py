@@ -7,8 +7,15 @@ import json
 import cv2
 import pytest
 
-TINY = ("task=segmentation", "model=unet", "trainer.epochs=1", "data.num_images=60", "data.image_size=32",
-        "export.num_images=4", "tracking.system_metrics=false")
+TINY = (
+    "task=segmentation",
+    "model=unet",
+    "trainer.epochs=1",
+    "data.num_images=60",
+    "data.image_size=32",
+    "export.num_images=4",
+    "tracking.system_metrics=false",
+)
 
 
 def test_segmentation_trains_tracks_exports_and_predicts(pipeline, tmp_path):
@@ -20,8 +27,16 @@ def test_segmentation_trains_tracks_exports_and_predicts(pipeline, tmp_path):
     run = runs[0]
     assert run.data.params["profile"] == "cpu" and run.data.params["model.width"] == "0.125"
     assert run.data.tags["profile"] == "cpu"
-    for key in ("val_mean_iou", "val_dice", "val_pixel_accuracy", "test_mean_iou", "test_dice",
-                "test_pixel_accuracy", "test_iou_background", "export_max_abs_diff"):
+    for key in (
+        "val_mean_iou",
+        "val_dice",
+        "val_pixel_accuracy",
+        "test_mean_iou",
+        "test_dice",
+        "test_pixel_accuracy",
+        "test_iou_background",
+        "export_max_abs_diff",
+    ):
         assert key in run.data.metrics, key
     stored = json.loads((pipeline.run_dir / "test_metrics.json").read_text())
     assert run.data.metrics["test_mean_iou"] == pytest.approx(stored["test_mean_iou"])
@@ -36,10 +51,13 @@ def test_segmentation_trains_tracks_exports_and_predicts(pipeline, tmp_path):
 
     images = tmp_path / "images"
     images.mkdir()
-    cv2.imwrite(str(images / "scene.png"), load("shapes", task="segmentation", num_images=40, image_size=32).test.images[0])
+    cv2.imwrite(
+        str(images / "scene.png"), load("shapes", task="segmentation", num_images=40, image_size=32).test.images[0]
+    )
     out = tmp_path / "predictions.csv"
-    pipeline("mode=predict", f"checkpoint={export}", f"predict.input={images}", f"predict.output={out}",
-             "tracking=none")
+    pipeline(
+        "mode=predict", f"checkpoint={export}", f"predict.input={images}", f"predict.output={out}", "tracking=none"
+    )
     row = next(csv.DictReader(out.open()))
     assert sum(float(row[f"share_{name}"]) for name in metadata["mask_names"]) == pytest.approx(1.0)
 
@@ -49,4 +67,3 @@ def test_a_classification_model_is_refused_for_segmentation(pipeline):
     assert done.returncode == 2
     assert "model 'lenet5' does not support task 'segmentation'" in done.stderr
     assert "Models for segmentation: " in done.stderr and "unet" in done.stderr
-

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+from test_tta import images, numpy_softmax_regression, softmax_regression
 
 from pipelines.predict import run
-from test_tta import images, numpy_softmax_regression, softmax_regression
 from visionkit.errors import UserError
 from visionkit.tasks import TASKS, get_task
 
@@ -25,8 +25,14 @@ def checkpoint(folder: Path, task: str = "classification") -> Path:
     """A position-dependent softmax regression saved as a checkpoint, with the metadata mode=train writes."""
     folder.mkdir(parents=True)
     softmax_regression().save(folder / "best.keras")
-    metadata = {"task": task, "model": "softmax_regression", "data": "digits", "input_shape": [16, 16, 1],
-                "class_names": CLASS_NAMES, "target_names": []}
+    metadata = {
+        "task": task,
+        "model": "softmax_regression",
+        "data": "digits",
+        "input_shape": [16, 16, 1],
+        "class_names": CLASS_NAMES,
+        "target_names": [],
+    }
     (folder / "visionkit.json").write_text(json.dumps(metadata))
     return folder / "best.keras"
 
@@ -40,8 +46,13 @@ def image_folder(folder: Path, pixels: np.ndarray) -> Path:
 
 def predict(model_path: Path, folder: Path, tta: str) -> list[dict]:
     output = folder.parent / f"predictions_{tta}.csv"
-    cfg = OmegaConf.create({"checkpoint": str(model_path), "eval": {"tta": tta},
-                            "predict": {"input": str(folder), "output": str(output), "batch_size": 4}})
+    cfg = OmegaConf.create(
+        {
+            "checkpoint": str(model_path),
+            "eval": {"tta": tta},
+            "predict": {"input": str(folder), "output": str(output), "batch_size": 4},
+        }
+    )
     run(cfg)
     return list(csv.DictReader(output.open()))
 
@@ -62,8 +73,7 @@ def test_predict_averages_each_image_and_its_mirror_for_a_checkpoint_and_its_exp
     assert not np.allclose(averaged.max(axis=1), plain.max(axis=1), atol=1e-3)  # the mirror changes the outputs
 
     metadata = json.loads((model_path.parent / "visionkit.json").read_text())
-    export = export_savedmodel(model, tmp_path / "export" / "1", get_task("classification").serving_outputs,
-                               metadata)
+    export = export_savedmodel(model, tmp_path / "export" / "1", get_task("classification").serving_outputs, metadata)
     for served in (model_path, export):
         class_ids, probabilities = served_probability(predict(served, folder, "flip"))
         np.testing.assert_array_equal(class_ids, averaged.argmax(axis=1))

@@ -31,7 +31,10 @@ def test_auto_without_a_gpu_applies_the_cpu_profile(machine, capsys):
     cfg = composed("task=segmentation", "model=unet")
     assert context.apply_profile(cfg) == "cpu"
     assert cfg.profile == "cpu" and cfg.model.width == 0.125
-    assert "profile cpu (no GPU found): model.width=0.125 trainer.epochs=12 trainer.batch_size=32; profile=full" in capsys.readouterr().out
+    assert (
+        "profile cpu (no GPU found): model.width=0.125 trainer.epochs=12 trainer.batch_size=32; profile=full"
+        in capsys.readouterr().out
+    )
 
 
 def test_auto_with_a_gpu_keeps_the_paper_size(machine, capsys):

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from visionkit.data import DATASETS
 from visionkit.errors import UserError
 from visionkit.models import MODELS
-from visionkit.data import DATASETS
 from visionkit.registry import Registry, import_submodules, unknown_name_message
 from visionkit.tasks import TASKS
 

@@ -39,8 +39,11 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_names_the_directory(tm
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(keras.Model, "save", disk_full)
-    with pytest.raises(CheckpointWriteError, match=rf"cannot write last.keras in {tmp_path}: No space left on device; "
-                                                   r"the previous last.keras is kept"):
+    with pytest.raises(
+        CheckpointWriteError,
+        match=rf"cannot write last.keras in {tmp_path}: No space left on device; "
+        r"the previous last.keras is kept",
+    ):
         save_model(model, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST]  # no temporary file left behind
@@ -61,16 +64,26 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert read_state(tmp_path)["epochs_completed"] == 1  # epoch 1's checkpoints, not the poisoned weights
     kept = keras.saving.load_model(tmp_path / LAST)
     assert np.isfinite(kept.layers[-1].kernel.numpy()).all()
-    with pytest.raises(TrainingDivergedError,
-                       match=rf"training loss became nan at epoch 2, batch 1; the last good checkpoint is "
-                             rf"{tmp_path / LAST}. Try a lower trainer.learning_rate"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=rf"training loss became nan at epoch 2, batch 1; the last good checkpoint is "
+        rf"{tmp_path / LAST}. Try a lower trainer.learning_rate",
+    ):
         state.raise_if_diverged()
 
 
 def test_a_diverging_run_exits_with_one_line(pipeline):
     # Mean squared error is unbounded: a huge SGD step overflows it to inf in the first epoch.
-    done = pipeline("task=regression", "data.num_images=200", "trainer.optimizer=sgd", "trainer.learning_rate=1e30",
-                    "trainer.epochs=2", "export.enabled=false", "tracking=none", check=False)
+    done = pipeline(
+        "task=regression",
+        "data.num_images=200",
+        "trainer.optimizer=sgd",
+        "trainer.learning_rate=1e30",
+        "trainer.epochs=2",
+        "export.enabled=false",
+        "tracking=none",
+        check=False,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith("error: training loss became inf at epoch 1, batch ")
     assert "no epoch completed, so no checkpoint. Try a lower trainer.learning_rate" in done.stderr
@@ -80,10 +93,22 @@ def start(pipeline, *overrides):
     """The pipeline as a background process in the fixture's next run directory."""
     pipeline.count += 1
     pipeline.run_dir = pipeline.tmp / f"run{pipeline.count}"
-    args = [sys.executable, "-m", "pipelines.run", f"hydra.run.dir={pipeline.run_dir}",
-            f"tracking.uri=sqlite:///{pipeline.store}", f"tracking.artifact_root={pipeline.artifacts}", *overrides]
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    args = [
+        sys.executable,
+        "-m",
+        "pipelines.run",
+        f"hydra.run.dir={pipeline.run_dir}",
+        f"tracking.uri=sqlite:///{pipeline.store}",
+        f"tracking.artifact_root={pipeline.artifacts}",
+        *overrides,
+    ]
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
 
 
 def kill_during_epoch(process, run_dir, after_epochs: int, delay: float) -> int:
@@ -123,8 +148,15 @@ def test_interrupted_run_resumes_to_the_same_result(pipeline):
 
 def test_resume_refuses_a_changed_experiment_and_an_empty_directory(pipeline, tmp_path):
     pipeline("trainer.epochs=1", "data.limit=48", "export.enabled=false", "tracking=none")
-    done = pipeline("trainer.epochs=2", "data.limit=48", "trainer.learning_rate=0.1", "resume=true", "tracking=none",
-                    f"hydra.run.dir={pipeline.run_dir}", check=False)
+    done = pipeline(
+        "trainer.epochs=2",
+        "data.limit=48",
+        "trainer.learning_rate=0.1",
+        "resume=true",
+        "tracking=none",
+        f"hydra.run.dir={pipeline.run_dir}",
+        check=False,
+    )
     assert done.returncode == 2
     assert "resume=true with a different configuration (trainer.learning_rate: 0.002 -> 0.1)" in done.stderr
     done = pipeline("resume=true", "tracking=none", f"hydra.run.dir={tmp_path / 'empty'}", check=False)

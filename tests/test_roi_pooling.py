@@ -18,16 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # illustration of Fast R-CNN's RoI pooling): an 8x8 feature map, a region of 5 rows x 7 columns
 # (rows 3-7, columns 0-6; (x, y) corners (0, 3) and (7, 8)), pooled to 2x2. Rows split 2 + 3,
 # columns 3 + 4, and each section gives its maximum.
-LECTURE_MAP = np.array([
-    [0.88, 0.44, 0.14, 0.16, 0.37, 0.77, 0.96, 0.27],
-    [0.19, 0.45, 0.57, 0.16, 0.63, 0.29, 0.71, 0.70],
-    [0.66, 0.26, 0.82, 0.64, 0.54, 0.73, 0.59, 0.26],
-    [0.85, 0.34, 0.76, 0.84, 0.29, 0.75, 0.62, 0.25],
-    [0.32, 0.74, 0.21, 0.39, 0.34, 0.03, 0.33, 0.48],
-    [0.20, 0.14, 0.16, 0.13, 0.73, 0.65, 0.96, 0.32],
-    [0.19, 0.69, 0.09, 0.86, 0.88, 0.07, 0.01, 0.48],
-    [0.83, 0.24, 0.97, 0.04, 0.24, 0.35, 0.50, 0.91],
-], "float32")
+LECTURE_MAP = np.array(
+    [
+        [0.88, 0.44, 0.14, 0.16, 0.37, 0.77, 0.96, 0.27],
+        [0.19, 0.45, 0.57, 0.16, 0.63, 0.29, 0.71, 0.70],
+        [0.66, 0.26, 0.82, 0.64, 0.54, 0.73, 0.59, 0.26],
+        [0.85, 0.34, 0.76, 0.84, 0.29, 0.75, 0.62, 0.25],
+        [0.32, 0.74, 0.21, 0.39, 0.34, 0.03, 0.33, 0.48],
+        [0.20, 0.14, 0.16, 0.13, 0.73, 0.65, 0.96, 0.32],
+        [0.19, 0.69, 0.09, 0.86, 0.88, 0.07, 0.01, 0.48],
+        [0.83, 0.24, 0.97, 0.04, 0.24, 0.35, 0.50, 0.91],
+    ],
+    "float32",
+)
 LECTURE_ROI = (3, 0, 8, 7)  # (y1, x1, y2, x2), end-exclusive
 # top-left: rows 3-4 x cols 0-2 -> 0.85; top-right: rows 3-4 x cols 3-6 -> 0.84;
 # bottom-left: rows 5-7 x cols 0-2 -> 0.97; bottom-right: rows 5-7 x cols 3-6 -> 0.96.
@@ -36,6 +39,7 @@ LECTURE_ARGMAX = [(3, 0), (3, 3), (7, 2), (5, 6)]
 
 
 # ---- numpy references: plain loops over boxes, sections and cells ---------------------------------
+
 
 def sections(start, end, n):
     step = (end - start) // n
@@ -84,8 +88,12 @@ def bilinear(feature, y, x):
         x0 = x1 = width - 1
         x = float(x0)
     ly, lx = y - y0, x - x0
-    return ((1 - ly) * (1 - lx) * feature[y0, x0] + (1 - ly) * lx * feature[y0, x1]
-            + ly * (1 - lx) * feature[y1, x0] + ly * lx * feature[y1, x1])
+    return (
+        (1 - ly) * (1 - lx) * feature[y0, x0]
+        + (1 - ly) * lx * feature[y0, x1]
+        + ly * (1 - lx) * feature[y1, x0]
+        + ly * lx * feature[y1, x1]
+    )
 
 
 def align_reference(feature_maps, rois, pooled, ratio):
@@ -94,9 +102,11 @@ def align_reference(feature_maps, rois, pooled, ratio):
         y1, x1, y2, x2 = rois[b, r] - 0.5  # pixel centres at i + 0.5 (aligned=True)
         bin_h, bin_w = (y2 - y1) / pooled[0], (x2 - x1) / pooled[1]
         for i, j in np.ndindex(*pooled):
-            samples = [bilinear(feature_maps[b], y1 + (i + (sy + 0.5) / ratio) * bin_h,
-                                x1 + (j + (sx + 0.5) / ratio) * bin_w)
-                       for sy in range(ratio) for sx in range(ratio)]
+            samples = [
+                bilinear(feature_maps[b], y1 + (i + (sy + 0.5) / ratio) * bin_h, x1 + (j + (sx + 0.5) / ratio) * bin_w)
+                for sy in range(ratio)
+                for sx in range(ratio)
+            ]
             out[b, r, i, j] = np.mean(samples, axis=0)
     return out
 
@@ -124,6 +134,7 @@ def pooled_and_gradient(layer, feature_maps, rois, upstream):
 
 
 # ---- RoI max pooling ---------------------------------------------------------------------------
+
 
 def test_the_lecture_example_and_its_gradient():
     feature_maps = LECTURE_MAP[None, :, :, None]
@@ -204,6 +215,7 @@ def test_faster_rcnn_sizes():
 
 # ---- RoI Align ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pooled, ratio", [((2, 2), 2), ((3, 4), 1), ((7, 7), 3)])
 def test_align_matches_torchvision_style_bilinear_sampling(pooled, ratio):
     feature_maps, rois = random_case(seed=ratio)
@@ -227,6 +239,7 @@ def test_align_gradient_is_bilinear():
 
 # ---- the layer ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["max", "align"])
 def test_shapes_and_a_saved_model_round_trip(method, tmp_path):
     feature_input = keras.Input((9, 10, 4))
@@ -237,8 +250,9 @@ def test_shapes_and_a_saved_model_round_trip(method, tmp_path):
     feature_maps, rois = random_case(seed=5, size=(9, 10), channels=4)
     model.save(tmp_path / "roi.keras")
     loaded = keras.saving.load_model(tmp_path / "roi.keras", safe_mode=True)
-    np.testing.assert_array_equal(loaded.predict([feature_maps, rois], verbose=0),
-                                  model.predict([feature_maps, rois], verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict([feature_maps, rois], verbose=0), model.predict([feature_maps, rois], verbose=0)
+    )
     config = loaded.get_layer("roi_pool").get_config()
     assert (config["pooled_size"], config["method"], config["sampling_ratio"]) == ([3, 2], method, 2)
 
@@ -250,8 +264,11 @@ def test_bad_arguments_quote_the_received_value():
         ROIPooling(method="mean")
     with pytest.raises(ValueError, match=r"sampling_ratio must be a positive integer, received 0"):
         ROIPooling(method="align", sampling_ratio=0)
-    with pytest.raises(ValueError, match=r"needs feature maps \[B, H, W, C\] with a known height and width, "
-                                         r"received shape \(None, None, None, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs feature maps \[B, H, W, C\] with a known height and width, "
+        r"received shape \(None, None, None, 8\)",
+    ):
         ROIPooling()(keras.Input((None, None, 8)), keras.Input((5, 4)))
     with pytest.raises(ValueError, match=r"needs rois \[B, R, 4\] \(y1, x1, y2, x2\), received shape \(None, 5, 5\)"):
         ROIPooling()(keras.Input((8, 8, 8)), keras.Input((5, 5)))
@@ -265,12 +282,12 @@ def test_the_jax_backend_gives_the_same_values(tmp_path):
     script = textwrap.dedent(f"""
         import jax, numpy as np
         from visionkit.layers import ROIPooling
-        maps, rois = np.load({str(tmp_path / 'maps.npy')!r}), np.load({str(tmp_path / 'rois.npy')!r})
-        np.save({str(tmp_path / 'max.npy')!r}, np.asarray(ROIPooling((3, 4))(maps, rois)))
-        np.save({str(tmp_path / 'align.npy')!r}, np.asarray(ROIPooling((3, 4), method="align")(maps, rois)))
+        maps, rois = np.load({str(tmp_path / "maps.npy")!r}), np.load({str(tmp_path / "rois.npy")!r})
+        np.save({str(tmp_path / "max.npy")!r}, np.asarray(ROIPooling((3, 4))(maps, rois)))
+        np.save({str(tmp_path / "align.npy")!r}, np.asarray(ROIPooling((3, 4), method="align")(maps, rois)))
         pool = ROIPooling((3, 4))
         grad = jax.grad(lambda m: (pool(m, rois) * np.arange(3 * 4 * 3).reshape(3, 4, 3)).sum())(maps)
-        np.save({str(tmp_path / 'grad.npy')!r}, np.asarray(grad))
+        np.save({str(tmp_path / "grad.npy")!r}, np.asarray(grad))
     """)
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
@@ -278,5 +295,6 @@ def test_the_jax_backend_gives_the_same_values(tmp_path):
     expected, expected_grad = max_pool_reference(feature_maps, rois, (3, 4), upstream)
     np.testing.assert_array_equal(np.load(tmp_path / "max.npy"), expected)
     np.testing.assert_allclose(np.load(tmp_path / "grad.npy"), expected_grad, rtol=1e-6)
-    np.testing.assert_allclose(np.load(tmp_path / "align.npy"), align_reference(feature_maps, rois, (3, 4), 2),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "align.npy"), align_reference(feature_maps, rois, (3, 4), 2), rtol=1e-5, atol=1e-6
+    )

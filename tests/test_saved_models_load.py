@@ -23,11 +23,25 @@ CLASSES = 3
 SMALL_INPUTS = {"lenet5": (16, 16, 1), "alexnet": (52, 52, 3), "zfnet": (60, 60, 3), "alphago_policy": (3, 3, 4)}
 SMALL_OPTIONS = {
     "alphago_policy": {"filters": 4, "depth": 2},
-    "retinanet": {"backbone": "resnet18", "width": 0.125, "strides": (8, 16), "anchor_size": 2.0,
-                  "aspect_ratios": (1.0,), "head_depth": 1},
-    "faster_rcnn": {"backbone": "resnet18", "width": 0.125, "feature_stride": 8, "anchor_sizes": (8, 16),
-                    "aspect_ratios": (1.0,), "pre_nms_proposals": 16, "proposals": 4, "pooled_size": 2,
-                    "fc_units": 8},
+    "retinanet": {
+        "backbone": "resnet18",
+        "width": 0.125,
+        "strides": (8, 16),
+        "anchor_size": 2.0,
+        "aspect_ratios": (1.0,),
+        "head_depth": 1,
+    },
+    "faster_rcnn": {
+        "backbone": "resnet18",
+        "width": 0.125,
+        "feature_stride": 8,
+        "anchor_sizes": (8, 16),
+        "aspect_ratios": (1.0,),
+        "pre_nms_proposals": 16,
+        "proposals": 4,
+        "pooled_size": 2,
+        "fc_units": 8,
+    },
 }
 EVERY_PAIR = [(name, task) for name in MODELS.names() for task in MODELS.meta(name)["tasks"]]
 # Building, saving and loading a model costs time per layer: two minutes for every pair on a 2-core CPU.
@@ -36,7 +50,9 @@ EVERY_PAIR = [(name, task) for name in MODELS.names() for task in MODELS.meta(na
 # on a plain and on a multi-output model. The slow test takes the rest.
 DEEP_MODELS = {"densenet121", "densenet169", "densenet201", "resnet50", "resnet101", "resnet152"}
 QUICK_PAIRS = [(name, MODELS.meta(name)["tasks"][0]) for name in MODELS.names() if name not in DEEP_MODELS] + [
-    ("lenet5", "regression"), ("googlenet", "regression")]
+    ("lenet5", "regression"),
+    ("googlenet", "regression"),
+]
 LOAD_EVERY_FILE = """
 import json, sys, warnings
 import keras, numpy as np
@@ -81,8 +97,13 @@ def check_saved_models_load(pairs: list[tuple[str, str]], directory: Path) -> No
         np.save(directory / f"{key}.input.npy", images)
         expected[key] = numpy_outputs(model(images, training=False))
         model.save(directory / f"{key}.keras")
-    result = subprocess.run([sys.executable, "-c", LOAD_EVERY_FILE, str(directory), json.dumps(sorted(expected))],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_EVERY_FILE, str(directory), json.dumps(sorted(expected))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {}
     for key, outputs in expected.items():
@@ -105,8 +126,12 @@ def test_every_other_model_and_task_loads_after_importing_layers_and_tasks(tmp_p
 def test_every_serializable_class_lives_in_layers_or_tasks():
     # visionkit.tasks imports the models (tasks.build), so the loading test alone would also find a
     # class that only a model module registers; a checkpoint must not need the model zoo to load.
-    owners = {name: obj.__module__ for name, obj in keras.saving.get_custom_objects().items()
-              if name.startswith("visionkit>")}
+    owners = {
+        name: obj.__module__ for name, obj in keras.saving.get_custom_objects().items() if name.startswith("visionkit>")
+    }
     assert owners
-    assert {name: module for name, module in owners.items()
-            if not module.startswith(("visionkit.layers.", "visionkit.tasks."))} == {}
+    assert {
+        name: module
+        for name, module in owners.items()
+        if not module.startswith(("visionkit.layers.", "visionkit.tasks."))
+    } == {}

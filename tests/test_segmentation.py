@@ -8,8 +8,14 @@ from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 from sklearn.metrics import jaccard_score
 
 from visionkit.tasks import get_task
-from visionkit.tasks.segmentation import (IGNORE_INDEX, ConfusionMatrixScore, SegmentationLoss, confusion_matrix,
-                                          mask_class_names, segmentation_metrics)
+from visionkit.tasks.segmentation import (
+    IGNORE_INDEX,
+    ConfusionMatrixScore,
+    SegmentationLoss,
+    confusion_matrix,
+    mask_class_names,
+    segmentation_metrics,
+)
 
 NAMES = ["background", "circle", "square", "star"]
 
@@ -59,7 +65,7 @@ def test_epoch_metric_accumulated_over_batches_equals_the_numpy_evaluation(score
     truth, probabilities = random_case(seed=1)
     metric = ConfusionMatrixScore(score, 4)
     for start in range(0, len(truth), 2):  # three batches
-        metric.update_state(truth[start:start + 2], probabilities[start:start + 2])
+        metric.update_state(truth[start : start + 2], probabilities[start : start + 2])
     expected = segmentation_metrics(truth, probabilities, NAMES)[score]
     assert float(metric.result()) == pytest.approx(expected, rel=1e-5)
 
@@ -73,8 +79,7 @@ def numpy_losses(truth, probabilities, class_weights, gamma):
     focal = (-np.log(p) * (1 - p) ** gamma * labelled).sum() / labelled.sum()
     one_hot = np.eye(probabilities.shape[-1])[labels] * labelled[..., None]
     inside = probabilities * labelled[..., None]
-    dice = 1 - np.mean((2 * (one_hot * inside).sum(axis=(0, 1, 2)) + 1)
-                       / ((one_hot + inside).sum(axis=(0, 1, 2)) + 1))
+    dice = 1 - np.mean((2 * (one_hot * inside).sum(axis=(0, 1, 2)) + 1) / ((one_hot + inside).sum(axis=(0, 1, 2)) + 1))
     return {"cross_entropy": cross_entropy, "focal": focal, "dice": dice, "cross_entropy_dice": cross_entropy + dice}
 
 

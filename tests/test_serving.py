@@ -43,8 +43,11 @@ def wait_until_up(server: subprocess.Popen, url: str, log: Path) -> None:
 
 
 def predict(url: str, images: np.ndarray) -> dict[str, np.ndarray]:
-    request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"inputs": images.tolist()}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps({"inputs": images.tolist()}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return {name: np.asarray(values) for name, values in json.load(response)["predictions"].items()}
 
@@ -58,8 +61,13 @@ def savedmodel_outputs(directory: Path, images: np.ndarray) -> dict[str, np.ndar
 
 @pytest.mark.slow
 def test_the_registered_model_is_served_by_mlflow_as_the_savedmodel(pipeline, tmp_path):
-    pipeline("trainer.epochs=1", "data.limit=48", "export.num_images=4", "tracking.register=true",
-             "tracking.system_metrics=false")
+    pipeline(
+        "trainer.epochs=1",
+        "data.limit=48",
+        "export.num_images=4",
+        "tracking.register=true",
+        "tracking.system_metrics=false",
+    )
     uri = f"sqlite:///{pipeline.store}"
     mlflow.set_tracking_uri(uri)
     info = mlflow.models.get_model_info(MODEL_URI)
@@ -71,13 +79,29 @@ def test_the_registered_model_is_served_by_mlflow_as_the_savedmodel(pipeline, tm
     images = load("digits", task="classification").test.images[:5]
     url, log = f"http://127.0.0.1:{free_port()}", tmp_path / "serve.log"
     # `mlflow models serve --env-manager local` starts uvicorn from PATH: this interpreter's scripts come first.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     with log.open("w") as output:
-        command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", MODEL_URI,
-                   "--env-manager", "local", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
-        server = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        command = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            MODEL_URI,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            url.rsplit(":", 1)[1],
+        ]
+        server = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_until_up(server, url, log)
         served = predict(url, images)

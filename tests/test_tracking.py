@@ -42,9 +42,14 @@ def digits(limit: int = 48):
 def test_experiments_are_created_as_model_training_experiments(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
-    sweep = OmegaConf.create({"mode": "train", "task": {"name": "classification"},
-                              "tracking": {"enabled": True, "uri": uri, "artifact_root": str(tmp_path / "art")},
-                              "hydra": {"overrides": {"task": ["task=classification,regression"]}}})
+    sweep = OmegaConf.create(
+        {
+            "mode": "train",
+            "task": {"name": "classification"},
+            "tracking": {"enabled": True, "uri": uri, "artifact_root": str(tmp_path / "art")},
+            "hydra": {"overrides": {"task": ["task=classification,regression"]}},
+        }
+    )
     PrepareTrackingStore().on_multirun_start(sweep)  # a sweep's experiments, made before its jobs
     assert client.get_experiment_by_name("regression").tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
 
@@ -63,10 +68,13 @@ def test_the_digest_follows_the_pixels_labels_order_and_class_names():
     relabelled = Split(train.images, {"label": np.roll(train.targets["label"], 1)})
     touched = train.images.copy()
     touched[0, 0, 0, 0] ^= 1
-    changed = [split_digest(digits(40).train, bundle.class_names), split_digest(relabelled, bundle.class_names),
-               split_digest(Split(touched, train.targets), bundle.class_names),
-               split_digest(train.take(range(len(train))[::-1]), bundle.class_names),
-               split_digest(train, [name.upper() + "!" for name in bundle.class_names])]
+    changed = [
+        split_digest(digits(40).train, bundle.class_names),
+        split_digest(relabelled, bundle.class_names),
+        split_digest(Split(touched, train.targets), bundle.class_names),
+        split_digest(train.take(range(len(train))[::-1]), bundle.class_names),
+        split_digest(train, [name.upper() + "!" for name in bundle.class_names]),
+    ]
     assert len({digest, *changed}) == 6
     boxes = Split(train.images[:2], {"boxes": [np.zeros((1, 4)), np.ones((2, 4))]})
     assert split_digest(boxes, []) != split_digest(Split(boxes.images, {"boxes": [np.zeros((1, 4))] * 2}), [])
@@ -125,8 +133,11 @@ def test_sweep_runs_are_named_by_their_overrides_and_single_runs_by_time():
 
 
 def test_registering_needs_the_export():
-    with pytest.raises(UserError, match=r"^tracking.register=true registers the exported SavedModel; "
-                                        r"it needs export.enabled=true$"):
+    with pytest.raises(
+        UserError,
+        match=r"^tracking.register=true registers the exported SavedModel; "
+        r"it needs export.enabled=true$",
+    ):
         context.make_tracker(composed("tracking.register=true", "export.enabled=false"))
 
 
@@ -137,20 +148,43 @@ def test_a_checkpoint_carrying_python_code_is_refused_in_one_line(tmp_path):
     checkpoint = tmp_path / "run" / "model.keras"
     checkpoint.parent.mkdir()
     model.save(checkpoint)
-    context.write_metadata(checkpoint.parent, {"task": "classification", "model": "lenet5", "data": "digits",
-                                               "input_shape": [8, 8, 1], "class_names": ["a", "b"],
-                                               "target_names": []})
-    message = (f"error: checkpoint {checkpoint} was refused: it holds Python code (such as a Lambda layer's "
-               f"function) that Keras's safe_mode will not run")
+    context.write_metadata(
+        checkpoint.parent,
+        {
+            "task": "classification",
+            "model": "lenet5",
+            "data": "digits",
+            "input_shape": [8, 8, 1],
+            "class_names": ["a", "b"],
+            "target_names": [],
+        },
+    )
+    message = (
+        f"error: checkpoint {checkpoint} was refused: it holds Python code (such as a Lambda layer's "
+        f"function) that Keras's safe_mode will not run"
+    )
     with pytest.raises(UserError, match=r"refused: it holds Python code"):
         context.load_checkpoint_model(context.resolve_checkpoint_path(checkpoint))  # evaluate and export load so
 
     images = tmp_path / "images"
     images.mkdir()
     keras.utils.save_img(images / "one.png", np.zeros((8, 8, 1), dtype=np.uint8))
-    done = subprocess.run([sys.executable, "-m", "pipelines.run", "mode=predict", f"checkpoint={checkpoint}",
-                           f"predict.input={images}", f"hydra.run.dir={tmp_path / 'predict'}", "tracking=none"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.run",
+            "mode=predict",
+            f"checkpoint={checkpoint}",
+            f"predict.input={images}",
+            f"hydra.run.dir={tmp_path / 'predict'}",
+            "tracking=none",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert [line for line in done.stderr.splitlines() if line.startswith("error: ")] == [message]
     assert "Traceback" not in done.stderr

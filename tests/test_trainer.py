@@ -15,20 +15,47 @@ from visionkit.training.fit import CompileSettings
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # Compile settings away from their defaults (warm-up is the cosine schedule's): a conversion that forgot one
 # would compile differently.
-TRAINER = ["trainer.optimizer=sgd", "trainer.schedule=step", "trainer.learning_rate=0.05", "trainer.weight_decay=1e-4",
-           "trainer.momentum=0.8", "trainer.jit_compile=false", "trainer.epochs=4", "trainer.batch_size=16"]
+TRAINER = [
+    "trainer.optimizer=sgd",
+    "trainer.schedule=step",
+    "trainer.learning_rate=0.05",
+    "trainer.weight_decay=1e-4",
+    "trainer.momentum=0.8",
+    "trainer.jit_compile=false",
+    "trainer.epochs=4",
+    "trainer.batch_size=16",
+]
 
 
 def trainer_of(**changes) -> TrainerSettings:
-    values = dict(epochs=3, batch_size=8, optimizer="adamw", learning_rate=0.01, schedule="cosine", warmup_epochs=1,
-                  weight_decay=0.05, momentum=0.5, early_stopping=2, seed=0, workers=1, jit_compile="true")
+    values = dict(
+        epochs=3,
+        batch_size=8,
+        optimizer="adamw",
+        learning_rate=0.01,
+        schedule="cosine",
+        warmup_epochs=1,
+        weight_decay=0.05,
+        momentum=0.5,
+        early_stopping=2,
+        seed=0,
+        workers=1,
+        jit_compile="true",
+    )
     return TrainerSettings(**{**values, **changes})
 
 
 def test_compile_settings_take_every_field_from_the_trainer_section():
     assert compile_settings(trainer_of()) == CompileSettings(
-        epochs=3, learning_rate=0.01, optimizer="adamw", schedule="cosine", warmup_epochs=1, weight_decay=0.05,
-        momentum=0.5, jit_compile=True)
+        epochs=3,
+        learning_rate=0.01,
+        optimizer="adamw",
+        schedule="cosine",
+        warmup_epochs=1,
+        weight_decay=0.05,
+        momentum=0.5,
+        jit_compile=True,
+    )
     with pytest.raises(UserError, match="^trainer.jit_compile must be true, false or auto, received 'sometimes'$"):
         compile_settings(trainer_of(jit_compile="sometimes"))
 

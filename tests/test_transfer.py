@@ -12,16 +12,24 @@ def random_images(shape, count=2, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, *shape)).astype("float32")
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=[] if name in ("resnet50", "densenet121") else
-                                               [pytest.mark.slow]) for name in transfer.imagenet_models()])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[] if name in ("resnet50", "densenet121") else [pytest.mark.slow])
+        for name in transfer.imagenet_models()
+    ],
+)
 def test_applications_weights_transfer_one_to_one_with_their_preprocessing(monkeypatch, name):
     # keras.applications built with weights=None stands in for the downloaded weights: every weighted
     # layer copies one to one, and our model on raw RGB pixels equals the application on its own
     # preprocess_input (BGR minus mean for VGG and ResNet, torch-style standardisation for DenseNet).
     application, _ = transfer.imagenet_source(name)
     constructor, sources = getattr(keras.applications, application), []
-    monkeypatch.setattr(keras.applications, application,
-                        lambda **kw: sources.append(constructor(**{**kw, "weights": None})) or sources[-1])
+    monkeypatch.setattr(
+        keras.applications,
+        application,
+        lambda **kw: sources.append(constructor(**{**kw, "weights": None})) or sources[-1],
+    )
     mean, std = transfer.imagenet_pixel_stats(name)
     ours = build(name, input_shape=(64, 64, 3), num_classes=10, pixel_mean=mean, pixel_std=std)
     copied = transfer.load_imagenet_weights(ours, name)
@@ -41,14 +49,18 @@ def test_imagenet_weights_offline_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(keras.applications, "ResNet50", offline)
     model = build("resnet50", input_shape=(32, 32, 3), num_classes=2, width=0.25)
-    with pytest.raises(UserError,
-                       match=r"could not get ImageNet weights for resnet50 .*no network.*model.weights=<path>"):
+    with pytest.raises(
+        UserError, match=r"could not get ImageNet weights for resnet50 .*no network.*model.weights=<path>"
+    ):
         transfer.load_imagenet_weights(model, "resnet50")
 
 
 def test_imagenet_weights_for_a_model_without_them_name_the_ones_that_have_them():
-    with pytest.raises(UserError, match=r"model.weights=imagenet is available for densenet121, densenet169, "
-                                        r"densenet201, resnet101, resnet152, resnet50, vgg16, vgg19, not 'lenet5'"):
+    with pytest.raises(
+        UserError,
+        match=r"model.weights=imagenet is available for densenet121, densenet169, "
+        r"densenet201, resnet101, resnet152, resnet50, vgg16, vgg19, not 'lenet5'",
+    ):
         transfer.imagenet_pixel_stats("lenet5")
 
 
@@ -92,8 +104,9 @@ def test_freeze_by_count_and_by_name():
     model = build("lenet5", input_shape=(32, 32, 1), num_classes=10)
     transfer.freeze(model, 3)
     assert [layer.trainable for layer in model.layers[:4]] == [False, False, False, True]
-    with pytest.raises(UserError,
-                       match=r"unknown layer of lenet5 for model.freeze 'c3_cnv' \(did you mean 'c3_conv'\?\)"):
+    with pytest.raises(
+        UserError, match=r"unknown layer of lenet5 for model.freeze 'c3_cnv' \(did you mean 'c3_conv'\?\)"
+    ):
         transfer.freeze(model, "c3_cnv")
     with pytest.raises(UserError, match="model.freeze must be a layer name or a layer count"):
         transfer.freeze(model, 1000)

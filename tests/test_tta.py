@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipelines.evaluation import predict_split
-from visionkit.data.core import Split
 from visionkit.data.augment.tta import multicrop_views, predict_tta
+from visionkit.data.core import Split
 from visionkit.errors import UserError
 from visionkit.tasks import get_task
 
@@ -72,12 +72,18 @@ def test_dense_outputs_are_mirrored_back_before_averaging():
 def numpy_ten_crops(x: np.ndarray, scale: float = 256 / 224) -> list[np.ndarray]:
     n, h, w, c = x.shape
     big_h, big_w = round(h * scale), round(w * scale)
-    big = np.stack([cv2.resize(image, (big_w, big_h), interpolation=cv2.INTER_LINEAR).reshape(big_h, big_w, c)
-                    for image in x])
+    big = np.stack(
+        [cv2.resize(image, (big_w, big_h), interpolation=cv2.INTER_LINEAR).reshape(big_h, big_w, c) for image in x]
+    )
     crops = []
-    for top, left in [(0, 0), (0, big_w - w), (big_h - h, 0), (big_h - h, big_w - w),
-                      ((big_h - h) // 2, (big_w - w) // 2)]:
-        crops.append(big[:, top:top + h, left:left + w])
+    for top, left in [
+        (0, 0),
+        (0, big_w - w),
+        (big_h - h, 0),
+        (big_h - h, big_w - w),
+        ((big_h - h) // 2, (big_w - w) // 2),
+    ]:
+        crops.append(big[:, top : top + h, left : left + w])
     return crops + [crop[:, :, ::-1] for crop in crops]
 
 
@@ -91,15 +97,28 @@ def test_multicrop_averages_exactly_the_ten_crops():
     np.testing.assert_allclose(predict_tta(model.predict_on_batch, x, "multicrop"), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode, model, message", [
-    ("multicrop", shift_right_model((16, 16, 1)),
-     r"eval.tta=multicrop averages image-level \[batch, K\] outputs; this model's outputs have shape "
-     r"\(6, 16, 16, 1\): use eval.tta=flip or none"),
-    ("flip", keras.Model(inputs := keras.Input((16, 16, 1)), [keras.layers.Flatten()(inputs)] * 2),
-     "eval.tta=flip needs a model with a single output tensor; this one returns list"),
-    ("fip", softmax_regression(), r"eval.tta: unknown test-time augmentation 'fip' \(did you mean 'flip'\?\); "
-                                  r"available: flip, multicrop, none"),
-])
+@pytest.mark.parametrize(
+    "mode, model, message",
+    [
+        (
+            "multicrop",
+            shift_right_model((16, 16, 1)),
+            r"eval.tta=multicrop averages image-level \[batch, K\] outputs; this model's outputs have shape "
+            r"\(6, 16, 16, 1\): use eval.tta=flip or none",
+        ),
+        (
+            "flip",
+            keras.Model(inputs := keras.Input((16, 16, 1)), [keras.layers.Flatten()(inputs)] * 2),
+            "eval.tta=flip needs a model with a single output tensor; this one returns list",
+        ),
+        (
+            "fip",
+            softmax_regression(),
+            r"eval.tta: unknown test-time augmentation 'fip' \(did you mean 'flip'\?\); "
+            r"available: flip, multicrop, none",
+        ),
+    ],
+)
 def test_what_tta_cannot_average_is_refused(mode, model, message):
     with pytest.raises(UserError, match=message):
         predict_tta(model.predict_on_batch, images(), mode)

@@ -40,9 +40,11 @@ def save(path: Path, content: bytes | np.ndarray | Image.Image) -> Path:
 
 def snapshot(root: Path) -> dict[str, tuple]:
     """(size, mtime, sha256) of every file under root: what "nothing was written" is checked against."""
-    files = {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns,
-                                        hashlib.sha256(p.read_bytes()).hexdigest())
-             for p in sorted(root.rglob("*")) if p.is_file()}
+    files = {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
     return files | {"<folders>": tuple(sorted(str(p) for p in root.rglob("*") if p.is_dir()))}
 
 
@@ -52,14 +54,23 @@ PROBLEM_FILES = {
     "rgba.png": lambda: encode(Image.fromarray(noise(24, 24, 2)).convert("RGBA")),
     "palette.png": lambda: encode(Image.fromarray(noise(24, 24, 3)).convert("P")),
     "cmyk.jpg": lambda: encode(Image.fromarray(noise(24, 24, 4)).convert("CMYK"), "JPEG"),
-    "deep.png": lambda: encode(Image.fromarray((noise(24, 24, 5)[..., 0].astype(np.uint16) * 257))),
+    "deep.png": lambda: encode(Image.fromarray(noise(24, 24, 5)[..., 0].astype(np.uint16) * 257)),
     "corrupt.jpg": lambda: b"<html>404 Not Found</html>",  # what a failed download saves
     "truncated.png": lambda: encode(noise(24, 24, 6))[:600],
     "truncated.jpg": lambda: encode(noise(24, 24, 7), "JPEG")[:400],
 }
-PROBLEM_COUNTS = {"verify_images": 14, "verify_kept": 11, "verify_skipped": 3, "verify_skipped_corrupt": 1,
-                  "verify_skipped_truncated": 2, "verify_converted_grayscale": 2, "verify_converted_rgba": 1,
-                  "verify_converted_palette": 1, "verify_converted_cmyk": 1, "verify_converted_16bit": 1}
+PROBLEM_COUNTS = {
+    "verify_images": 14,
+    "verify_kept": 11,
+    "verify_skipped": 3,
+    "verify_skipped_corrupt": 1,
+    "verify_skipped_truncated": 2,
+    "verify_converted_grayscale": 2,
+    "verify_converted_rgba": 1,
+    "verify_converted_palette": 1,
+    "verify_converted_cmyk": 1,
+    "verify_converted_16bit": 1,
+}
 
 
 def problem_folder(root: Path) -> Path:
@@ -84,8 +95,11 @@ def test_each_kind_of_image_decodes_to_the_configured_channels():
         "png": (encode(rgb), [], rgb),
         "grey": (encode(rgb[..., 0]), ["grayscale"], np.repeat(rgb[..., :1], 3, axis=-1)),
         "rgba": (encode(Image.fromarray(rgb).convert("RGBA")), ["rgba"], rgb),
-        "16bit": (encode(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257 + 100)), ["16bit", "grayscale"],
-                  np.repeat(np.round((rgb[..., :1].astype(float) * 257 + 100) / 257), 3, axis=-1)),
+        "16bit": (
+            encode(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257 + 100)),
+            ["16bit", "grayscale"],
+            np.repeat(np.round((rgb[..., :1].astype(float) * 257 + 100) / 257), 3, axis=-1),
+        ),
     }
     palette = Image.fromarray(rgb).convert("P")
     cases["palette"] = (encode(palette), ["palette"], np.asarray(palette.convert("RGB")))
@@ -100,7 +114,7 @@ def test_each_kind_of_image_decodes_to_the_configured_channels():
     assert done == ["to_grayscale"] and grey.shape == (6, 7, 1)
     np.testing.assert_array_equal(grey[..., 0], cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     # 16-bit colour: OpenCV keeps the 16 bits (Pillow would not), and the channel order is RGB.
-    deep = (rgb.astype(np.uint16) * 257)
+    deep = rgb.astype(np.uint16) * 257
     image, done = decode_image(cv2.imencode(".png", deep[..., ::-1])[1].tobytes(), channels=3)
     assert done == ["16bit"]
     np.testing.assert_array_equal(image, rgb)
@@ -108,8 +122,11 @@ def test_each_kind_of_image_decodes_to_the_configured_channels():
 
 def test_integrity_check_tells_truncated_from_corrupt():
     png = encode(noise(24, 24))
-    for data, reason in ((encode(noise(24, 24), "JPEG")[:400], "truncated"), (png[:600], "truncated"),
-                         (png[:60] + bytes(200) + png[260:], "corrupt")):  # zeros inside the pixel data
+    for data, reason in (
+        (encode(noise(24, 24), "JPEG")[:400], "truncated"),
+        (png[:600], "truncated"),
+        (png[:60] + bytes(200) + png[260:], "corrupt"),
+    ):  # zeros inside the pixel data
         with pytest.raises(DecodeError) as caught:
             check_integrity(data)
         assert caught.value.reason == reason
@@ -121,8 +138,15 @@ def test_integrity_check_tells_truncated_from_corrupt():
 def test_problem_folder_report_counts_table_and_warnings(tmp_path, caplog):
     root = problem_folder(tmp_path / "data")
     before = snapshot(root)
-    bundle = load("folder", task="classification", path=str(root), image_size=[16, 20], channels=3,
-                  val_fraction=0.2, test_fraction=0.2)
+    bundle = load(
+        "folder",
+        task="classification",
+        path=str(root),
+        image_size=[16, 20],
+        channels=3,
+        val_fraction=0.2,
+        test_fraction=0.2,
+    )
     report = bundle.verification
     counts = report.counts()
     assert {k: v for k, v in counts.items() if v} == PROBLEM_COUNTS
@@ -197,22 +221,31 @@ def test_empty_dataset_empty_class_and_missing_path_are_clear_errors(tmp_path):
 
 def test_boxes_are_clipped_within_tolerance_and_dropped_beyond_it():
     report = VerificationReport("t", "/data")
-    boxes = np.array([[-1.5, 0, 10, 10],      # 1.5 px out: clipped
-                      [5, 5, 42, 20],         # 2 px out (the tolerance): clipped
-                      [30, 5, 45, 20],        # 5 px out: dropped
-                      [10, 10, 10, 15],       # no width: dropped
-                      [41, 3, 41.5, 9],       # no width once clipped: dropped
-                      [2, 3, 8, 9]])          # inside: kept as is
+    boxes = np.array(
+        [
+            [-1.5, 0, 10, 10],  # 1.5 px out: clipped
+            [5, 5, 42, 20],  # 2 px out (the tolerance): clipped
+            [30, 5, 45, 20],  # 5 px out: dropped
+            [10, 10, 10, 15],  # no width: dropped
+            [41, 3, 41.5, 9],  # no width once clipped: dropped
+            [2, 3, 8, 9],
+        ]
+    )  # inside: kept as is
     kept, classes = clean_boxes(report, boxes, np.arange(6), (30, 40), [f"line {i}" for i in range(6)])
     np.testing.assert_array_equal(kept, [[0, 0, 10, 10], [5, 5, 40, 20], [2, 3, 8, 9]])
     np.testing.assert_array_equal(classes, [0, 1, 5])
     assert boxes[0, 0] == -1.5  # the caller's array is left alone
     counts = report.counts()
-    assert (counts["verify_boxes_clipped"], counts["verify_boxes_dropped_outside"],
-            counts["verify_boxes_dropped_degenerate"]) == (2, 1, 2)
+    assert (
+        counts["verify_boxes_clipped"],
+        counts["verify_boxes_dropped_outside"],
+        counts["verify_boxes_dropped_degenerate"],
+    ) == (2, 1, 2)
     assert report.issues == [
         "line 2: box [30, 5, 45, 20] reaches 5 px beyond the 40x30 image (tolerance 2 px); dropped",
-        "line 3: box [10, 10, 10, 15] has no area; dropped", "line 4: box [41, 3, 41.5, 9] has no area; dropped"]
+        "line 3: box [10, 10, 10, 15] has no area; dropped",
+        "line 4: box [41, 3, 41.5, 9] has no area; dropped",
+    ]
 
 
 def test_mask_values_outside_the_classes_become_ignore():
@@ -228,8 +261,12 @@ def test_mask_files_are_read_as_class_indices():
     indices = np.array([[0, 1, 2], [255, 1, 0]], np.uint8)
     palette = Image.fromarray(indices, "P")
     palette.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224] * (253 * 3))  # VOC-like colours
-    for image in (palette, Image.fromarray(indices), Image.fromarray(np.repeat(indices[..., None], 3, axis=-1)),
-                  Image.fromarray(indices.astype(np.uint16))):
+    for image in (
+        palette,
+        Image.fromarray(indices),
+        Image.fromarray(np.repeat(indices[..., None], 3, axis=-1)),
+        Image.fromarray(indices.astype(np.uint16)),
+    ):
         np.testing.assert_array_equal(read_mask(encode(image)), indices)
     with pytest.raises(DecodeError, match="holds colours, not class indices"):
         read_mask(encode(noise(4, 4)))
@@ -248,8 +285,10 @@ def test_mode_verify_prints_the_table_and_a_missing_path_is_one_line(pipeline, t
     done = pipeline("mode=verify", "data=folder", f"data.path={tmp_path / 'missing'}", check=False)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: data.path: {tmp_path / 'missing'} does not exist (expected a folder with one "
-                      f"sub-folder of images per class)"]
+    assert errors == [
+        f"error: data.path: {tmp_path / 'missing'} does not exist (expected a folder with one "
+        f"sub-folder of images per class)"
+    ]
 
 
 def test_a_folder_with_problem_files_trains(pipeline, tmp_path):
@@ -258,8 +297,15 @@ def test_a_folder_with_problem_files_trains(pipeline, tmp_path):
         for i in range(3, 8):
             save(root / name / f"more{i}.png", noise(30, 20, 100 + 10 * c + i))
     before = snapshot(root)
-    done = pipeline("task=classification", "data=folder", f"data.path={root}", "data.image_size=32",
-                    "trainer.epochs=1", "export.enabled=false", "tracking=none")
+    done = pipeline(
+        "task=classification",
+        "data=folder",
+        f"data.path={root}",
+        "data.image_size=32",
+        "trainer.epochs=1",
+        "export.enabled=false",
+        "tracking=none",
+    )
     sizes = re.search(r"on folder \((\d+) train / (\d+) val / (\d+) test images of \(32, 32, 3\)\)", done.stdout)
     assert sizes and sum(map(int, sizes.groups())) == 21, done.stdout[-2000:]
     assert re.search(r"test_accuracy=\d\.\d{4}", done.stdout)

@@ -38,9 +38,12 @@ def outputs_for(name: str, task: str) -> int:
 
 
 def cases(fast):
-    return [pytest.param(name, task, marks=[] if fast(name, task) else [pytest.mark.slow], id=f"{name}-{task}")
-            for name in MODELS.names() for task in MODELS.meta(name)["tasks"]
-            if task in ("classification", "regression")]
+    return [
+        pytest.param(name, task, marks=[] if fast(name, task) else [pytest.mark.slow], id=f"{name}-{task}")
+        for name in MODELS.names()
+        for task in MODELS.meta(name)["tasks"]
+        if task in ("classification", "regression")
+    ]
 
 
 def trained_one_step(name, task):
@@ -51,8 +54,10 @@ def trained_one_step(name, task):
     model.run_eagerly = True  # compiling a DenseNet training step as a graph takes minutes; one eager step, seconds
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, *shape)).astype("uint8")
-    samples = [{"image": image, "label": i % outputs, "target": rng.random(outputs).astype("float32")}
-               for i, image in enumerate(images)]
+    samples = [
+        {"image": image, "label": i % outputs, "target": rng.random(outputs).astype("float32")}
+        for i, image in enumerate(images)
+    ]
     targets = training_targets(task_object.encode_targets, model)(samples)
     history = model.fit(images, targets, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][0])

@@ -27,7 +27,11 @@ def test_alexnet_parameter_counts():
     model = MODELS.get("alexnet")(num_classes=1000)
     assert model.count_params() == 62_378_344
     assert [spatial(model, n) for n in ("conv1", "pool1", "pool2", "pool5")] == [
-        (55, 55, 96), (27, 27, 96), (13, 13, 256), (6, 6, 256)]
+        (55, 55, 96),
+        (27, 27, 96),
+        (13, 13, 256),
+        (6, 6, 256),
+    ]
     # Two towers: conv2 sees 48 channels (saves 5*5*48*256 = 307,200), conv4 and conv5 192
     # (save 3*3*192*384 = 663,552 and 3*3*192*256 = 442,368): 62,378,344 - 1,413,120 = 60,965,224,
     # the figure of the Caffe bvlc_alexnet reference model.
@@ -41,7 +45,11 @@ def test_alexnet_at_the_papers_224_input_has_the_papers_sizes():
     # The paper says 224 and 55; cuda-convnet's ceil arithmetic, 1 + ceil((224 - 11) / 4) = 55, reconciles them.
     trunk = MODELS.get("alexnet")(input_shape=(224, 224, 3), include_top=False)
     assert {s: tuple(t.shape[1:3]) for s, t in feature_maps(trunk).items()} == {
-        4: (55, 55), 8: (27, 27), 16: (13, 13), 32: (6, 6)}
+        4: (55, 55),
+        8: (27, 27),
+        16: (13, 13),
+        32: (6, 6),
+    }
 
 
 def test_zfnet_matches_figure_3():
@@ -52,8 +60,15 @@ def test_zfnet_matches_figure_3():
     model = MODELS.get("zfnet")(num_classes=1000)
     assert model.count_params() == 62_357_608
     assert [spatial(model, n) for n in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")] == [
-        (110, 110, 96), (55, 55, 96), (26, 26, 256), (13, 13, 256),
-        (13, 13, 384), (13, 13, 384), (13, 13, 256), (6, 6, 256)]
+        (110, 110, 96),
+        (55, 55, 96),
+        (26, 26, 256),
+        (13, 13, 256),
+        (13, 13, 384),
+        (13, 13, 384),
+        (13, 13, 256),
+        (6, 6, 256),
+    ]
 
 
 # Exact counts at 224x224x3, 1000 classes: vgg16 138,357,544 and vgg19 143,667,240 as
@@ -61,8 +76,14 @@ def test_zfnet_matches_figure_3():
 # vgg11/vgg13. vgg11_lrn = vgg11 (LRN has no weights). vgg16_c = vgg16 minus the 3x3 -> 1x1 saving in
 # block3_conv3 (8*256*256 = 524,288) and block4_conv3, block5_conv3 (8*512*512 = 2,097,152 each):
 # 138,357,544 - 4,718,592 = 133,638,952. Millions, Table 2 of the paper: 133, 133, 133, 134, 138, 144.
-VGG_PARAMETERS = {"vgg11": (132_863_336, 133), "vgg11_lrn": (132_863_336, 133), "vgg13": (133_047_848, 133),
-                  "vgg16_c": (133_638_952, 134), "vgg16": (138_357_544, 138), "vgg19": (143_667_240, 144)}
+VGG_PARAMETERS = {
+    "vgg11": (132_863_336, 133),
+    "vgg11_lrn": (132_863_336, 133),
+    "vgg13": (133_047_848, 133),
+    "vgg16_c": (133_638_952, 134),
+    "vgg16": (138_357_544, 138),
+    "vgg19": (143_667_240, 144),
+}
 
 
 @pytest.mark.parametrize("name", VGG_PARAMETERS)
@@ -126,14 +147,21 @@ def test_lrn_layers_are_where_the_papers_put_them():
 
 
 def test_bad_arguments_quote_the_received_value():
-    with pytest.raises(ValueError, match=r"alexnet: groups must be 1 \(one tower\) or 2 \(the paper's two GPUs\), "
-                                         r"received 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"alexnet: groups must be 1 \(one tower\) or 2 \(the paper's two GPUs\), "
+        r"received 3",
+    ):
         MODELS.get("alexnet")(num_classes=10, groups=3)
-    with pytest.raises(ValueError, match=r"alexnet: input height and width must be at least 52, received \(51, 51, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"alexnet: input height and width must be at least 52, received \(51, 51, 3\)"
+    ):
         MODELS.get("alexnet")(input_shape=(51, 51, 3), num_classes=10)
     with pytest.raises(ValueError, match=r"zfnet: input height and width must be at least 60, received \(59, 59, 3\)"):
         MODELS.get("zfnet")(input_shape=(59, 59, 3), num_classes=10)
-    with pytest.raises(ValueError, match=r"vgg16_c: input height and width must be at least 32, received \(31, 31, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"vgg16_c: input height and width must be at least 32, received \(31, 31, 3\)"
+    ):
         MODELS.get("vgg16_c")(input_shape=(31, 31, 3), num_classes=10)
 
 

@@ -23,10 +23,18 @@ def test_allconv_has_the_parameter_count_of_all_cnn_c():
 
 def test_allconv_shapes_follow_table_2():
     model = MODELS.get("allconv")(input_shape=(32, 32, 3), num_classes=10)
-    shapes = {name: model.get_layer(name).output.shape[1:] for name in
-              ("block1_conv2", "block1_conv3", "block2_conv3", "block3_conv1", "block3_conv2", "predictions_pool")}
-    assert shapes == {"block1_conv2": (32, 32, 96), "block1_conv3": (16, 16, 96), "block2_conv3": (8, 8, 192),
-                      "block3_conv1": (6, 6, 192), "block3_conv2": (6, 6, 192), "predictions_pool": (10,)}
+    shapes = {
+        name: model.get_layer(name).output.shape[1:]
+        for name in ("block1_conv2", "block1_conv3", "block2_conv3", "block3_conv1", "block3_conv2", "predictions_pool")
+    }
+    assert shapes == {
+        "block1_conv2": (32, 32, 96),
+        "block1_conv3": (16, 16, 96),
+        "block2_conv3": (8, 8, 192),
+        "block3_conv1": (6, 6, 192),
+        "block3_conv2": (6, 6, 192),
+        "predictions_pool": (10,),
+    }
     assert model.output_shape == (None, 10)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert not kinds & {"Dense", "MaxPooling2D", "AveragePooling2D"}  # no fully connected layer, no pooling
@@ -69,18 +77,27 @@ def test_alphago_policy_is_a_distribution_over_the_board_points():
 def test_alphago_policy_trunk_and_depth_options():
     trunk = MODELS.get("alphago_policy")(include_top=False, filters=16, depth=5)
     assert {s: tuple(t.shape[1:]) for s, t in feature_maps(trunk).items()} == {1: (19, 19, 16)}
-    assert [layer.name for layer in trunk.layers if isinstance(layer, keras.layers.Conv2D)] == \
-        ["conv1", "conv2", "conv3", "conv4"]
+    assert [layer.name for layer in trunk.layers if isinstance(layer, keras.layers.Conv2D)] == [
+        "conv1",
+        "conv2",
+        "conv3",
+        "conv4",
+    ]
     assert trunk.get_layer("conv1").kernel_size == (5, 5) and trunk.get_layer("conv4").kernel_size == (3, 3)
 
 
 def test_alphago_policy_needs_one_class_per_board_point():
-    with pytest.raises(ValueError, match=r"alphago_policy: predicts one of the 19x19 = 361 board points, "
-                                         r"so num_classes must be 361, received 10"):
+    with pytest.raises(
+        ValueError,
+        match=r"alphago_policy: predicts one of the 19x19 = 361 board points, "
+        r"so num_classes must be 361, received 10",
+    ):
         MODELS.get("alphago_policy")(num_classes=10)
     with pytest.raises(ValueError, match=r"so num_classes must be 81, received 361"):
         MODELS.get("alphago_policy")(input_shape=(9, 9, 48), num_classes=361)
-    with pytest.raises(ValueError, match=r"depth counts the first and the last layer, so it must be an int >= 2, received 1"):
+    with pytest.raises(
+        ValueError, match=r"depth counts the first and the last layer, so it must be an int >= 2, received 1"
+    ):
         MODELS.get("alphago_policy")(num_classes=361, depth=1)
 
 
@@ -103,11 +120,19 @@ def test_position_bias_adds_a_learned_bias_per_position(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(x)), x + bias, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name, shape, classes, options, inputs", [
-    ("allconv", (32, 32, 3), 3, {"width": 0.25},
-     lambda: np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")),
-    ("alphago_policy", (19, 19, 48), 361, {"filters": 16}, lambda: random_planes(4)),
-])
+@pytest.mark.parametrize(
+    "name, shape, classes, options, inputs",
+    [
+        (
+            "allconv",
+            (32, 32, 3),
+            3,
+            {"width": 0.25},
+            lambda: np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8"),
+        ),
+        ("alphago_policy", (19, 19, 48), 361, {"filters": 16}, lambda: random_planes(4)),
+    ],
+)
 def test_trains_one_step(name, shape, classes, options, inputs):
     model = build(name, input_shape=shape, num_classes=classes, **options)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

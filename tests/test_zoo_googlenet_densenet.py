@@ -31,8 +31,14 @@ def conv_params(inputs, filters, kernel):
 
 
 def inception_params(inputs, n1, r3, n3, r5, n5, proj):
-    return (conv_params(inputs, n1, 1) + conv_params(inputs, r3, 1) + conv_params(r3, n3, 3)
-            + conv_params(inputs, r5, 1) + conv_params(r5, n5, 5) + conv_params(inputs, proj, 1))
+    return (
+        conv_params(inputs, n1, 1)
+        + conv_params(inputs, r3, 1)
+        + conv_params(r3, n3, 3)
+        + conv_params(inputs, r5, 1)
+        + conv_params(r5, n5, 5)
+        + conv_params(inputs, proj, 1)
+    )
 
 
 def run(model, images):
@@ -89,8 +95,12 @@ def test_googlenet_trains_with_its_auxiliary_heads(size):
     # The 5x5/3 pooling needs a 5x5 map; at these sizes (4x4 and 2x2 at stride 16) it is skipped.
     assert "aux1_pool" not in [layer.name for layer in model.layers]
     names = [MAIN_OUTPUT, *auxiliary_outputs(model)]
-    model.compile(optimizer="adam", loss={n: "sparse_categorical_crossentropy" for n in names},
-                  loss_weights={n: 1.0 if n == MAIN_OUTPUT else AUX_LOSS_WEIGHT for n in names}, **EAGER)
+    model.compile(
+        optimizer="adam",
+        loss={n: "sparse_categorical_crossentropy" for n in names},
+        loss_weights={n: 1.0 if n == MAIN_OUTPUT else AUX_LOSS_WEIGHT for n in names},
+        **EAGER,
+    )
     images = np.random.default_rng(0).integers(0, 256, (4, size, size, 3)).astype("uint8")
     labels = np.array([0, 1, 2, 0])
     history = model.fit(images, {n: labels for n in names}, epochs=1, verbose=0)
@@ -141,8 +151,9 @@ def densenets():
     return [pytest.param(name, marks=[pytest.mark.slow] if name in DEEP else []) for name in DENSENETS]
 
 
-@pytest.mark.parametrize("name, expected", [("densenet121", 8_062_504), ("densenet169", 14_307_880),
-                                             ("densenet201", 20_242_984)])
+@pytest.mark.parametrize(
+    "name, expected", [("densenet121", 8_062_504), ("densenet169", 14_307_880), ("densenet201", 20_242_984)]
+)
 def test_densenet_parameter_counts(name, expected):
     # keras.applications.DenseNet121/169/201(weights=None), 224x224x3, 1000 classes (BN statistics included).
     assert MODELS.get(name)(input_shape=(224, 224, 3), num_classes=1000).count_params() == expected
@@ -156,8 +167,14 @@ def test_densenet_takes_keras_applications_weights(name):
     for layer in theirs.layers:  # non-trivial batch normalisation, so a misplaced weight shows
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, variance.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape),
+                    rng.normal(0, 0.1, beta.shape),
+                    rng.normal(0, 0.1, mean.shape),
+                    rng.uniform(0.5, 1.5, variance.shape),
+                ]
+            )
     ours = MODELS.get(name)(input_shape=(64, 64, 3), num_classes=10, pixel_mean=0.0, pixel_std=1.0)
     copied = copy_weights(theirs, ours)
     blocks = DENSENETS[name]
@@ -190,8 +207,13 @@ def test_trunks_tap_every_stride(name):
 def test_densenet_taps_and_options():
     trunk = MODELS.get("densenet121")(input_shape=(64, 64, 3), include_top=False)
     # Taps sit on the BN-ReLU of each stage: the stem, each dense block's full output, the final one.
-    expected = {2: ("conv1_relu", 64), 4: ("pool2_relu", 256), 8: ("pool3_relu", 512), 16: ("pool4_relu", 1024),
-                32: ("relu", 1024)}
+    expected = {
+        2: ("conv1_relu", 64),
+        4: ("pool2_relu", 256),
+        8: ("pool3_relu", 512),
+        16: ("pool4_relu", 1024),
+        32: ("relu", 1024),
+    }
     for stride, (source, channels) in expected.items():
         assert trunk.get_layer(f"stride{stride}").input is trunk.get_layer(source).output
         assert feature_maps(trunk)[stride].shape[-1] == channels
@@ -201,8 +223,11 @@ def test_densenet_taps_and_options():
 
 
 def test_bad_arguments_quote_the_received_value():
-    with pytest.raises(ValueError, match=r"googlenet: input height and width must be at least 32, "
-                                         r"received \(16, 16, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"googlenet: input height and width must be at least 32, "
+        r"received \(16, 16, 3\)",
+    ):
         googlenet(input_shape=(16, 16, 3), num_classes=3)
     with pytest.raises(ValueError, match=r"googlenet: aux_classifiers must be True or False, received 'yes'"):
         googlenet(input_shape=(64, 64, 3), num_classes=3, aux_classifiers="yes")

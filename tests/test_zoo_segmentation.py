@@ -28,8 +28,21 @@ SEGMENTATION_MODELS = ("dilated", "fcn16s", "fcn32s", "fcn8s", "segnet", "unet")
 SMALL = (64, 64, 3)
 CLASSES = 3
 VGG16_CONVOLUTIONS = 14_714_688  # keras.applications.VGG16(include_top=False, weights=None).count_params()
-VGG16_LAYERS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 512),
-                (512, 512), (512, 512), (512, 512), (512, 512), (512, 512))  # (c_in, c_out) of the 13 convolutions
+VGG16_LAYERS = (
+    (3, 64),
+    (64, 64),
+    (64, 128),
+    (128, 128),
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    (256, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+)  # (c_in, c_out) of the 13 convolutions
 
 
 def conv(kernel, c_in, c_out, bias=True):
@@ -48,6 +61,7 @@ def small(name, **kwargs):
 
 # --- pooling with indices -------------------------------------------------------------------------------
 
+
 def numpy_pool(x):
     """2x2 stride-2 max pooling and the row-major index (0..3) of each window's first maximum."""
     b, h, w, c = x.shape
@@ -59,7 +73,7 @@ def argmax_mask(x):
     """1 where a 2x2 window's (first) maximum is, 0 elsewhere, by plain loops."""
     mask = np.zeros_like(x)
     for b, i, j, c in np.ndindex(x.shape[0], x.shape[1] // 2, x.shape[2] // 2, x.shape[3]):
-        window = x[b, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c]
+        window = x[b, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, c]
         di, dj = np.unravel_index(np.argmax(window), (2, 2))
         mask[b, 2 * i + di, 2 * j + dj, c] = 1
     return mask
@@ -97,8 +111,11 @@ def test_gradient_of_unpool_after_pool_is_one_at_the_maxima():
 
 
 def test_pooling_with_indices_needs_an_even_size():
-    with pytest.raises(ValueError, match=r"2x2 pooling with indices needs an even height, received input shape "
-                                         r"\(None, 7, 8, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"2x2 pooling with indices needs an even height, received input shape "
+        r"\(None, 7, 8, 3\)",
+    ):
         MaxPoolingWithArgmax2D(name="pool")(keras.Input((7, 8, 3)))
 
 
@@ -119,8 +136,15 @@ JAX_CHECK = textwrap.dedent("""
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
 def test_pooling_with_indices_on_jax():
     x = pool_input()
-    done = subprocess.run([sys.executable, "-c", JAX_CHECK], input=json.dumps(x.tolist()), capture_output=True,
-                          text=True, env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_CHECK],
+        input=json.dumps(x.tolist()),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        timeout=300,
+        check=True,
+    )
     got = json.loads(done.stdout.strip().splitlines()[-1])
     expected_maxima, expected_indices = numpy_pool(x)
     np.testing.assert_array_equal(np.array(got["indices"]), expected_indices)
@@ -129,6 +153,7 @@ def test_pooling_with_indices_on_jax():
 
 
 # --- every segmentation model -------------------------------------------------------------------------
+
 
 def test_the_segmentation_models_are_registered_for_segmentation_only():
     assert set(SEGMENTATION_MODELS) <= set(available("segmentation"))
@@ -154,8 +179,9 @@ def test_model_gives_per_pixel_probabilities_and_trains_one_step(name):
     assert (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(),
-                  run_eagerly=True)  # one eager step takes seconds; compiling SegNet's training graph, longer
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(), run_eagerly=True
+    )  # one eager step takes seconds; compiling SegNet's training graph, longer
     history = model.fit(images, masks, epochs=1, batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
@@ -181,6 +207,7 @@ def test_logits_when_the_activation_is_dropped():
 
 
 # --- parameter counts ------------------------------------------------------------------------------------
+
 
 def test_unet_parameter_count_by_hand():
     # Ronneberger et al. 2015, Fig. 1: a 1-channel input, two 3x3 convolutions per level at 64-128-256-512-1024,
@@ -243,28 +270,27 @@ def test_dilated_parameter_count_by_hand():
     assert model.count_params() == front_end + basic
     # Yu & Koltun, section 3: the basic module has 64 C^2 weights (7 layers of 9 C^2, one of C^2), plus biases.
     context = [layer for layer in model.layers if layer.name.startswith("ctx_")]
-    assert sum(int(np.prod(layer.kernel.shape)) for layer in context) == 64 * 21 ** 2
+    assert sum(int(np.prod(layer.kernel.shape)) for layer in context) == 64 * 21**2
     large = shapes_only("dilated", input_shape=(512, 512, 3), num_classes=21, context="large")
     widths = (1, 2, 2, 4, 8, 16, 32, 32)
-    assert large.count_params() == front_end + sum(conv(3, 21 * a, 21 * b) for a, b in zip(widths, widths[1:])) \
-        + conv(1, 32 * 21, 21)
-    assert shapes_only("dilated", input_shape=(512, 512, 3), num_classes=21, context="none").count_params() \
-        == front_end
+    assert large.count_params() == front_end + sum(conv(3, 21 * a, 21 * b) for a, b in zip(widths, widths[1:])) + conv(
+        1, 32 * 21, 21
+    )
+    assert shapes_only("dilated", input_shape=(512, 512, 3), num_classes=21, context="none").count_params() == front_end
 
 
 # --- geometry ------------------------------------------------------------------------------------------
 
+
 def test_receptive_fields_through_pooling_indices_and_dilations():
-    segnet = {row["name"]: row for row in layer_table(shapes_only("segnet", input_shape=(352, 480, 3),
-                                                                  num_classes=11))}
+    segnet = {row["name"]: row for row in layer_table(shapes_only("segnet", input_shape=(352, 480, 3), num_classes=11))}
     # The encoder is VGG-16 with batch norm: pool5 sees 212 pixels, jump 32 (Distill 2019); unpooling halves the
     # jump and, each output coming from one input, keeps the field.
     assert (segnet["block5_pool"]["receptive_field"], segnet["block5_pool"]["jump"]) == (212, 32)
     assert (segnet["decoder5_unpool"]["receptive_field"], segnet["decoder5_unpool"]["jump"]) == (212, 16)
     assert segnet["block5_pool"]["output_shape"] == ((11, 15, 512), (11, 15, 512))
 
-    rows = {row["name"]: row for row in layer_table(shapes_only("dilated", input_shape=(512, 512, 3),
-                                                                num_classes=21))}
+    rows = {row["name"]: row for row in layer_table(shapes_only("dilated", input_shape=(512, 512, 3), num_classes=21))}
     # Table 1: the context module's layer 7 sees 67x67 of its stride-8 input, i.e. 66 steps of 8 pixels more.
     assert rows["ctx_conv7"]["receptive_field"] - rows["fc_final"]["receptive_field"] == 66 * 8
     assert rows["fc_final"]["jump"] == 8 and rows["fc6"]["dilation"] == (4, 4)
@@ -274,12 +300,14 @@ def test_receptive_fields_through_pooling_indices_and_dilations():
 def test_bilinear_initialisation_interpolates_like_upsampling2d():
     x = np.random.default_rng(0).normal(size=(1, 8, 8, 2)).astype("float32")
     for factor in (2, 8, 32):
-        up = keras.layers.Conv2DTranspose(2, 2 * factor, strides=factor, padding="same", use_bias=False,
-                                          kernel_initializer=BilinearUpsampling())
+        up = keras.layers.Conv2DTranspose(
+            2, 2 * factor, strides=factor, padding="same", use_bias=False, kernel_initializer=BilinearUpsampling()
+        )
         bilinear = keras.layers.UpSampling2D(factor, interpolation="bilinear")
         inner = slice(factor, -factor)  # at the borders the transposed convolution sees zero padding
-        np.testing.assert_allclose(np.asarray(up(x))[:, inner, inner], np.asarray(bilinear(x))[:, inner, inner],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(up(x))[:, inner, inner], np.asarray(bilinear(x))[:, inner, inner], atol=1e-5
+        )
 
 
 def test_identity_initialisation_passes_the_input_through():
@@ -298,12 +326,14 @@ def test_identity_initialisation_passes_the_input_through():
 
 # --- encoders and errors -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("encoder, decoder_levels", [("resnet18", (5, 4, 3, 2, 1)), ("vgg11", (5, 4, 3, 2, 1))])
 def test_unet_on_a_zoo_encoder(encoder, decoder_levels):
     model = small("unet", encoder=encoder)
     assert model.output_shape == (None, *SMALL[:2], CLASSES)
-    assert [level for level in decoder_levels if f"dec{level}_upconv" in {layer.name for layer in model.layers}] \
-        == list(decoder_levels)
+    assert [
+        level for level in decoder_levels if f"dec{level}_upconv" in {layer.name for layer in model.layers}
+    ] == list(decoder_levels)
     # the trunk's stride-2 map is concatenated at stride 2; nothing at stride 1
     concat = model.get_layer("dec2_concat")
     assert concat.input[0].shape[1:3] == (32, 32) and "dec1_concat" not in {layer.name for layer in model.layers}
@@ -311,25 +341,44 @@ def test_unet_on_a_zoo_encoder(encoder, decoder_levels):
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name, kwargs, message", [
-    ("unet", {"input_shape": (100, 64, 3)}, r"unet: input height and width must be multiples of 16 \(four 2x2 "
-                                            r"poolings\), received \(100, 64, 3\); nearest valid sizes: height 100 "
-                                            r"-> 96 or 112$"),
-    ("segnet", {"input_shape": (48, 80, 3)}, r"segnet: input height and width must be multiples of 32 .*received "
-                                             r"\(48, 80, 3\); nearest valid sizes: height 48 -> 32 or 64, width 80 "
-                                             r"-> 64 or 96$"),
-    ("fcn8s", {"input_shape": (64, 72, 3)}, r"fcn8s: .* multiples of 32 .*width 72 -> 64 or 96$"),
-    ("dilated", {"input_shape": (60, 64, 3)}, r"dilated: .* multiples of 8 .*height 60 -> 56 or 64$"),
-    ("unet", {"input_shape": (64, 64, 3), "num_classes": None}, r"unet: num_classes must be an integer >= 1 .*"
-                                                                r"received None"),
-    ("unet", {"encoder": "resnt34"}, r"unet: unknown encoder 'resnt34' \(did you mean 'resnet34'\?\); available: "),
-    ("unet", {"encoder": "segnet"}, r"unet: encoder 'segnet' is not a classification trunk; available: alexnet"),
-    ("unet", {"encoder": "lenet5"}, r"unet: encoder 'lenet5' is unsuitable: its stride-2 map is 30x30, not 32x32"),
-    ("fcn16s", {"backbone": "alphago_policy"}, r"fcn16s: backbone 'alphago_policy' is unsuitable: it names no "
-                                               r"down-sampled"),
-    ("fcn8s", {"backbone": "vgg16x"}, r"fcn8s: unknown backbone 'vgg16x' \(did you mean 'vgg16'\?\)"),
-    ("dilated", {"context": "huge"}, r"dilated: context must be one of basic, large, none, received 'huge'"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        (
+            "unet",
+            {"input_shape": (100, 64, 3)},
+            r"unet: input height and width must be multiples of 16 \(four 2x2 "
+            r"poolings\), received \(100, 64, 3\); nearest valid sizes: height 100 "
+            r"-> 96 or 112$",
+        ),
+        (
+            "segnet",
+            {"input_shape": (48, 80, 3)},
+            r"segnet: input height and width must be multiples of 32 .*received "
+            r"\(48, 80, 3\); nearest valid sizes: height 48 -> 32 or 64, width 80 "
+            r"-> 64 or 96$",
+        ),
+        ("fcn8s", {"input_shape": (64, 72, 3)}, r"fcn8s: .* multiples of 32 .*width 72 -> 64 or 96$"),
+        ("dilated", {"input_shape": (60, 64, 3)}, r"dilated: .* multiples of 8 .*height 60 -> 56 or 64$"),
+        (
+            "unet",
+            {"input_shape": (64, 64, 3), "num_classes": None},
+            r"unet: num_classes must be an integer >= 1 .*"
+            r"received None",
+        ),
+        ("unet", {"encoder": "resnt34"}, r"unet: unknown encoder 'resnt34' \(did you mean 'resnet34'\?\); available: "),
+        ("unet", {"encoder": "segnet"}, r"unet: encoder 'segnet' is not a classification trunk; available: alexnet"),
+        ("unet", {"encoder": "lenet5"}, r"unet: encoder 'lenet5' is unsuitable: its stride-2 map is 30x30, not 32x32"),
+        (
+            "fcn16s",
+            {"backbone": "alphago_policy"},
+            r"fcn16s: backbone 'alphago_policy' is unsuitable: it names no "
+            r"down-sampled",
+        ),
+        ("fcn8s", {"backbone": "vgg16x"}, r"fcn8s: unknown backbone 'vgg16x' \(did you mean 'vgg16'\?\)"),
+        ("dilated", {"context": "huge"}, r"dilated: context must be one of basic, large, none, received 'huge'"),
+    ],
+)
 def test_bad_arguments_are_named(name, kwargs, message):
     arguments = {"input_shape": SMALL, "num_classes": CLASSES, "width": 0.125, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -337,6 +386,7 @@ def test_bad_arguments_are_named(name, kwargs, message):
 
 
 # --- saving -------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["segnet", "fcn8s", "dilated"])
 def test_keras_file_round_trip_in_safe_mode(name, tmp_path):

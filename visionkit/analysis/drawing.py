@@ -8,7 +8,8 @@ Colours follow the sample contract: box class c and mask value c + 1 share a col
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -60,8 +61,9 @@ def put_label(image: np.ndarray, text: str, origin: tuple[int, int], colour: tup
     cv2.putText(image, text, (x, y - baseline), FONT, 0.4, text_colour, 1, cv2.LINE_AA)
 
 
-def draw_boxes(image: np.ndarray, boxes: np.ndarray, classes: Sequence[int],
-               class_names: Sequence[str] = ()) -> np.ndarray:
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, classes: Sequence[int], class_names: Sequence[str] = ()
+) -> np.ndarray:
     """The image with pixel xyxy boxes outlined in their class colour, each labelled with its class name."""
     canvas = to_rgb(image)
     for box, class_id in zip(np.asarray(boxes).reshape(-1, 4), classes):
@@ -101,7 +103,7 @@ def image_grid(tiles: Sequence[np.ndarray], columns: int | None = None, pad: int
     grid = np.full((rows * cell_h + pad, columns * cell_w + pad, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):
         y, x = pad + (i // columns) * cell_h, pad + (i % columns) * cell_w
-        grid[y:y + tile.shape[0], x:x + tile.shape[1]] = to_rgb(tile)
+        grid[y : y + tile.shape[0], x : x + tile.shape[1]] = to_rgb(tile)
     return grid
 
 

@@ -33,8 +33,9 @@ Conventions, stated once:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import keras
 from keras import layers
@@ -45,22 +46,48 @@ CONVOLUTIONS = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
 DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
 SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
 TRANSPOSED = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
-POOLING = (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D, MaxPoolingWithArgmax2D,
-           layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D)
-GLOBAL_POOLING = (layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.GlobalMaxPooling3D,
-                  layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D, layers.GlobalAveragePooling3D)
+POOLING = (
+    layers.MaxPooling1D,
+    layers.MaxPooling2D,
+    layers.MaxPooling3D,
+    MaxPoolingWithArgmax2D,
+    layers.AveragePooling1D,
+    layers.AveragePooling2D,
+    layers.AveragePooling3D,
+)
+GLOBAL_POOLING = (
+    layers.GlobalMaxPooling1D,
+    layers.GlobalMaxPooling2D,
+    layers.GlobalMaxPooling3D,
+    layers.GlobalAveragePooling1D,
+    layers.GlobalAveragePooling2D,
+    layers.GlobalAveragePooling3D,
+)
 UPSAMPLING = (layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D, MaxUnpooling2D)  # unpooling: nearest
 ZERO_PADDING = (layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D)
 
 # A receptive field: (r, j) per spatial axis.
 Field = tuple[tuple[Fraction, Fraction], ...]
 
-COLUMNS = ("name", "kind", "kernel", "stride", "padding", "dilation", "output_shape", "params", "macs",
-           "receptive_field", "jump")
+COLUMNS = (
+    "name",
+    "kind",
+    "kernel",
+    "stride",
+    "padding",
+    "dilation",
+    "output_shape",
+    "params",
+    "macs",
+    "receptive_field",
+    "jump",
+)
 HEADINGS = ("Layer", "Type", "Kernel", "Stride", "Pad", "Dil", "Output shape", "Params", "MACs", "RF", "Jump")
-CONVENTIONS = ("MACs: multiply-accumulates per image of convolutions and dense layers (FLOPs ≈ 2 × MACs);\n"
-               "batch norm (folded into the convolution at inference), pooling, activations and merges count 0.\n"
-               "RF: receptive field in input pixels; Jump: input pixels between neighbouring outputs.")
+CONVENTIONS = (
+    "MACs: multiply-accumulates per image of convolutions and dense layers (FLOPs ≈ 2 × MACs);\n"
+    "batch norm (folded into the convolution at inference), pooling, activations and merges count 0.\n"
+    "RF: receptive field in input pixels; Jump: input pixels between neighbouring outputs."
+)
 
 
 def layer_table(model: keras.Model) -> list[dict[str, Any]]:
@@ -73,8 +100,10 @@ def layer_table(model: keras.Model) -> list[dict[str, Any]]:
     """
     graph = _graph_of(model)
     if graph is None:
-        raise ValueError(f"layer_table needs a functional or sequential model, received {type(model).__name__} "
-                         f"'{model.name}' (a subclassed model has no graph to walk)")
+        raise ValueError(
+            f"layer_table needs a functional or sequential model, received {type(model).__name__} "
+            f"'{model.name}' (a subclassed model has no graph to walk)"
+        )
     fields = [_input_field(tensor) for tensor in graph.inputs]
     rows, _ = _walk(graph, fields, prefix="", counted=set())
     return rows
@@ -93,11 +122,17 @@ def totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     last = max(reversed(convolutions), key=lambda row: _largest(row["receptive_field"]), default=None)
     params = sum(row["params"] for row in rows)
     trainable = sum(row["trainable_params"] for row in rows)
-    return {"params": params, "trainable_params": trainable, "non_trainable_params": params - trainable,
-            "macs": known, "flops": None if known is None else 2 * known,
-            "gflops": None if known is None else 2 * known / 1e9,
-            "last_conv": last and last["name"], "receptive_field": last and last["receptive_field"],
-            "jump": last and last["jump"]}
+    return {
+        "params": params,
+        "trainable_params": trainable,
+        "non_trainable_params": params - trainable,
+        "macs": known,
+        "flops": None if known is None else 2 * known,
+        "gflops": None if known is None else 2 * known / 1e9,
+        "last_conv": last and last["name"],
+        "receptive_field": last and last["receptive_field"],
+        "jump": last and last["jump"],
+    }
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -107,25 +142,29 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     numeric = {"params", "macs", "receptive_field", "jump"}
 
     def line(values):
-        return "  ".join(v.rjust(w) if key in numeric else v.ljust(w)
-                         for key, v, w in zip(COLUMNS, values, widths)).rstrip()
+        return "  ".join(
+            v.rjust(w) if key in numeric else v.ljust(w) for key, v, w in zip(COLUMNS, values, widths)
+        ).rstrip()
 
     rule = "-" * len(line(cells[0]))
     return "\n".join([line(cells[0]), rule, *map(line, cells[1:]), rule, *totals_lines(totals(rows)), CONVENTIONS])
 
 
 def totals_lines(total: dict[str, Any]) -> list[str]:
-    lines = [f"Parameters: {total['params']:,} (trainable {total['trainable_params']:,}, "
-             f"non-trainable {total['non_trainable_params']:,})"]
+    lines = [
+        f"Parameters: {total['params']:,} (trainable {total['trainable_params']:,}, "
+        f"non-trainable {total['non_trainable_params']:,})"
+    ]
     if total["macs"] is None:
         lines.append("MACs: unknown (the input size is not fixed)")
     else:
-        lines.append(f"MACs: {total['macs']:,} ({_si(total['macs'])}); "
-                     f"FLOPs ≈ 2 × MACs = {total['gflops']:.3g} GFLOPs")
+        lines.append(f"MACs: {total['macs']:,} ({_si(total['macs'])}); FLOPs ≈ 2 × MACs = {total['gflops']:.3g} GFLOPs")
     if total["last_conv"]:
-        lines.append(f"Receptive field of the last convolution ({total['last_conv']}): "
-                     f"{format_cell('receptive_field', total['receptive_field'])} pixels, "
-                     f"jump {format_cell('jump', total['jump'])}")
+        lines.append(
+            f"Receptive field of the last convolution ({total['last_conv']}): "
+            f"{format_cell('receptive_field', total['receptive_field'])} pixels, "
+            f"jump {format_cell('jump', total['jump'])}"
+        )
     return lines
 
 
@@ -157,6 +196,7 @@ def format_cell(key: str, value: Any) -> str:
 
 # --- walking the graph ------------------------------------------------------------------------------
 
+
 def _graph_of(layer) -> keras.Model | None:
     """The functional graph of a functional or (built) sequential model, else None."""
     if isinstance(layer, keras.Sequential):
@@ -179,8 +219,13 @@ def _walk(graph: keras.Model, input_fields: list[Field], *, prefix: str, counted
     for depth in sorted(graph._nodes_by_depth, reverse=True):
         for node in graph._nodes_by_depth[depth]:
             rows_of_node[id(node)] = _visit(node, fields, prefix, counted)
-    rows = [row for op in graph.operations for node in op._inbound_nodes if id(node) in rows_of_node
-            for row in rows_of_node[id(node)]]
+    rows = [
+        row
+        for op in graph.operations
+        for node in op._inbound_nodes
+        if id(node) in rows_of_node
+        for row in rows_of_node[id(node)]
+    ]
     return rows, [fields[id(t)] for t in graph.outputs]
 
 
@@ -191,8 +236,9 @@ def _visit(node, fields: dict[int, Field], prefix: str, counted: set[int]) -> li
     field_in = _merge([fields[id(t)] for t in node.input_tensors])
     inner = _graph_of(op)
     if inner is not None:
-        rows, outputs = _walk(inner, [fields[id(t)] for t in node.input_tensors], prefix=f"{prefix}{op.name}/",
-                              counted=counted)
+        rows, outputs = _walk(
+            inner, [fields[id(t)] for t in node.input_tensors], prefix=f"{prefix}{op.name}/", counted=counted
+        )
         fields.update((id(t), f) for t, f in zip(node.outputs, outputs))
         return rows
     field_out = _propagate(op, node, field_in)
@@ -210,9 +256,15 @@ def _row(op, node, prefix: str, counted: set[int], field: Field, category: str, 
     return {
         "name": prefix + op.name,
         "kind": type(op).__name__,
-        "inputs": tuple(prefix + t._keras_history.operation.name for t in node.input_tensors
-                        if t._keras_history.operation is not None),
-        "kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+        "inputs": tuple(
+            prefix + t._keras_history.operation.name
+            for t in node.input_tensors
+            if t._keras_history.operation is not None
+        ),
+        "kernel": kernel,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
         "output_shape": shapes[0] if len(shapes) == 1 else tuple(shapes),
         "params": sum(_size(w.shape) for w in weights) if first_call else 0,
         "trainable_params": sum(_size(w.shape) for w in trainable) if first_call else 0,
@@ -244,6 +296,7 @@ def _geometry(op):
 
 # --- receptive field ----------------------------------------------------------------------------------
 
+
 def _merge(fields: list[Field]) -> Field:
     """The field seen by a layer with these inputs: the largest r and j per axis (see module docstring)."""
     if not fields:
@@ -259,13 +312,15 @@ def _propagate(op, node, field: Field) -> Field:
         kernel = op.kernel_size if hasattr(op, "kernel_size") else op.pool_size
         return _per_axis(field, kernel, op.strides, dilation, lambda r, j, k, s: (r + (k - 1) * j, j * s))
     if isinstance(op, TRANSPOSED):
-        return _per_axis(field, op.kernel_size, op.strides, op.dilation_rate,
-                         lambda r, j, k, s: (r + (k - 1) * j / s, j / s))
+        return _per_axis(
+            field, op.kernel_size, op.strides, op.dilation_rate, lambda r, j, k, s: (r + (k - 1) * j / s, j / s)
+        )
     if isinstance(op, UPSAMPLING):
         size = op.size if isinstance(op.size, tuple) else (op.size,)
         taps = 1 if getattr(op, "interpolation", "nearest") == "nearest" else 2
-        return _per_axis(field, (taps,) * len(size), size, (1,) * len(size),
-                         lambda r, j, k, s: (r + (k - 1) * j, j / s))
+        return _per_axis(
+            field, (taps,) * len(size), size, (1,) * len(size), lambda r, j, k, s: (r + (k - 1) * j, j / s)
+        )
     if isinstance(op, GLOBAL_POOLING):
         sizes = _spatial(node.input_tensors[0].shape, getattr(op, "data_format", "channels_last"))
         if None in sizes:
@@ -293,6 +348,7 @@ def _collapse(values: Iterable[Fraction]):
 
 
 # --- multiply-accumulates ----------------------------------------------------------------------------
+
 
 def _macs(op, node) -> int | None:
     if not isinstance(op, CONVOLUTIONS + DEPTHWISE + SEPARABLE + TRANSPOSED + (layers.Dense,)):

@@ -25,8 +25,9 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: list[str]) -> Figur
     ax.set_yticklabels(class_names)
     if n <= 30:
         for (i, j), count in np.ndenumerate(counts):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black"
+            )
     fig.tight_layout()
     return fig
 
@@ -68,8 +69,9 @@ def _colour_mask(mask: np.ndarray, colours: np.ndarray, transparent_background: 
     return picture
 
 
-def overlay_gallery_figure(images: np.ndarray, true_masks: np.ndarray, predicted_masks: np.ndarray,
-                           class_names: list[str], title: str = "") -> Figure:
+def overlay_gallery_figure(
+    images: np.ndarray, true_masks: np.ndarray, predicted_masks: np.ndarray, class_names: list[str], title: str = ""
+) -> Figure:
     """One row per image: the image | the true mask over it | the predicted mask over it."""
     colours = class_colours(len(class_names))
     transparent_background = class_names[0] == "background"
@@ -85,8 +87,9 @@ def overlay_gallery_figure(images: np.ndarray, true_masks: np.ndarray, predicted
             ax.set_axis_off()
             if row == 0:
                 ax.set_title(label)
-    handles = [Patch(color=colours[i], label=name) for i, name in enumerate(class_names)
-               if i or not transparent_background]
+    handles = [
+        Patch(color=colours[i], label=name) for i, name in enumerate(class_names) if i or not transparent_background
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 6), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
@@ -108,8 +111,14 @@ def per_class_bar_figure(values: np.ndarray, class_names: list[str], label: str)
     return fig
 
 
-def detection_gallery(images, truths: list[dict], predictions: list[dict], class_names: list[str],
-                      score_threshold: float = 0.3, max_images: int = 16) -> Figure:
+def detection_gallery(
+    images,
+    truths: list[dict],
+    predictions: list[dict],
+    class_names: list[str],
+    score_threshold: float = 0.3,
+    max_images: int = 16,
+) -> Figure:
     """The first max_images images with their true boxes and the predicted boxes scoring at least
     score_threshold, each labelled with its class (and score)."""
     count = min(len(images), max_images)
@@ -128,10 +137,20 @@ def detection_gallery(images, truths: list[dict], predictions: list[dict], class
         for box, cls, score in zip(boxes, classes, scores[keep]):
             _draw_box(ax, box, f"{class_names[int(cls)]} {score:.2f}", PREDICTION_COLOUR, "--")
         ax.set_axis_off()
-    fig.legend(handles=[Patch(fill=False, edgecolor=TRUTH_COLOUR, label="truth"),
-                        Patch(fill=False, edgecolor=PREDICTION_COLOUR, linestyle="--",
-                              label=f"prediction (score >= {score_threshold:g})")],
-               loc="lower center", ncol=2, fontsize=8)
+    fig.legend(
+        handles=[
+            Patch(fill=False, edgecolor=TRUTH_COLOUR, label="truth"),
+            Patch(
+                fill=False,
+                edgecolor=PREDICTION_COLOUR,
+                linestyle="--",
+                label=f"prediction (score >= {score_threshold:g})",
+            ),
+        ],
+        loc="lower center",
+        ncol=2,
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0.4 / (3 * rows + 0.4), 1, 1))
     return fig
 
@@ -139,7 +158,15 @@ def detection_gallery(images, truths: list[dict], predictions: list[dict], class
 def _draw_box(ax, box, label, colour, linestyle, label_below=False):
     """One box; truths label below their box and predictions above, so a hit shows both labels."""
     x1, y1, x2, y2 = (float(v) for v in box)
-    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=linestyle,
-                           linewidth=1.5))
-    ax.text(x1, y2 if label_below else y1, label, color="white", fontsize=6, va="top" if label_below else "bottom",
-            bbox={"facecolor": colour, "pad": 1, "linewidth": 0})
+    ax.add_patch(
+        Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=linestyle, linewidth=1.5)
+    )
+    ax.text(
+        x1,
+        y2 if label_below else y1,
+        label,
+        color="white",
+        fontsize=6,
+        va="top" if label_below else "bottom",
+        bbox={"facecolor": colour, "pad": 1, "linewidth": 0},
+    )

@@ -8,8 +8,9 @@ class_names[v - 1] for v >= 1, 255 = ignore). Boxes and classes vary in length: 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -45,7 +46,7 @@ class Split:
     def sample(self, i: int) -> dict[str, Any]:
         return {"image": self.images[i], **{name: values[i] for name, values in self.targets.items()}}
 
-    def take(self, indices: Sequence[int]) -> "Split":
+    def take(self, indices: Sequence[int]) -> Split:
         indices = np.asarray(indices, dtype=np.int64)
         return Split(self.images[indices], {name: _take(values, indices) for name, values in self.targets.items()})
 
@@ -72,14 +73,15 @@ class DataBundle:
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
 
-    def limit(self, max_per_split: int | None) -> "DataBundle":
+    def limit(self, max_per_split: int | None) -> DataBundle:
         """The first `max_per_split` samples of each split (for quick trial runs)."""
         if max_per_split is None:
             return self
         if max_per_split < 1:
             raise UserError(f"data.limit must be a positive number of samples, received {max_per_split}")
-        return replace(self, **{name: split.take(range(min(len(split), max_per_split)))
-                                for name, split in self.splits().items()})
+        return replace(
+            self, **{name: split.take(range(min(len(split), max_per_split))) for name, split in self.splits().items()}
+        )
 
     def pixel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and standard deviation of the training images, in pixel units."""
@@ -88,12 +90,15 @@ class DataBundle:
 
     def check_task(self, target_key: str, task: str) -> None:
         if target_key not in self.train.targets:
-            raise UserError(f"dataset '{self.name}' has no '{target_key}' targets for task '{task}'; "
-                            f"it provides: {', '.join(self.train.targets)}")
+            raise UserError(
+                f"dataset '{self.name}' has no '{target_key}' targets for task '{task}'; "
+                f"it provides: {', '.join(self.train.targets)}"
+            )
 
 
-def split_indices(n: int, *, val_fraction: float, test_fraction: float, seed: int,
-                  stratify: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, *, val_fraction: float, test_fraction: float, seed: int, stratify: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train/val/test index split, stratified by `stratify` labels when given."""
     parts = carve_indices(n, {"test": test_fraction, "val": val_fraction}, seed=seed, stratify=stratify)
     return parts["train"], parts["val"], parts["test"]
@@ -105,12 +110,15 @@ def check_fractions(fractions: dict[str, float]) -> None:
         if not 0 < fractions[name] < 1:
             raise UserError(f"data.{name}_fraction must be between 0 and 1, received {fractions[name]}")
     if sum(fractions.values()) >= 1:
-        raise UserError(f"{' + '.join(f'data.{name}_fraction' for name in names)} must be below 1, received "
-                        f"{' + '.join(str(fractions[name]) for name in names)}")
+        raise UserError(
+            f"{' + '.join(f'data.{name}_fraction' for name in names)} must be below 1, received "
+            f"{' + '.join(str(fractions[name]) for name in names)}"
+        )
 
 
-def carve_indices(n: int, fractions: dict[str, float], *, seed: int,
-                  stratify: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def carve_indices(
+    n: int, fractions: dict[str, float], *, seed: int, stratify: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Seeded split of range(n) into "train" and one part per entry of `fractions` (a share of all n),
     taken in order from what is left, stratified by `stratify` labels when given."""
     check_fractions(fractions)
@@ -118,40 +126,68 @@ def carve_indices(n: int, fractions: dict[str, float], *, seed: int,
     for name, fraction in fractions.items():
         labels = None if stratify is None else stratify[parts["train"]]
         try:
-            parts["train"], parts[name] = train_test_split(parts["train"], test_size=fraction / left,
-                                                           random_state=seed, stratify=labels)
+            parts["train"], parts[name] = train_test_split(
+                parts["train"], test_size=fraction / left, random_state=seed, stratify=labels
+            )
         except ValueError as error:  # too few samples (per class) for the requested shares
             kind = " stratified by class" if stratify is not None else ""
-            raise UserError(f"cannot carve a {name} split of {fraction} from {len(parts['train'])} samples{kind} "
-                            f"({error}); add samples or change data.{name}_fraction") from None
+            raise UserError(
+                f"cannot carve a {name} split of {fraction} from {len(parts['train'])} samples{kind} "
+                f"({error}); add samples or change data.{name}_fraction"
+            ) from None
         left -= fraction
     return {name: np.sort(indices) for name, indices in parts.items()}
 
 
-def bundle_from_arrays(name: str, images: np.ndarray, targets: dict[str, Any], *, val_fraction: float,
-                       test_fraction: float, seed: int, stratify: np.ndarray | None = None,
-                       class_names: list[str] | None = None, target_names: list[str] | None = None) -> DataBundle:
+def bundle_from_arrays(
+    name: str,
+    images: np.ndarray,
+    targets: dict[str, Any],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    stratify: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+    target_names: list[str] | None = None,
+) -> DataBundle:
     """Split one set of samples into a DataBundle."""
     everything = Split(images, targets)
-    train, val, test = split_indices(len(everything), val_fraction=val_fraction, test_fraction=test_fraction,
-                                     seed=seed, stratify=stratify)
-    return DataBundle(name, everything.take(train), everything.take(val), everything.take(test),
-                      class_names=list(class_names or []), target_names=list(target_names or []))
+    train, val, test = split_indices(
+        len(everything), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, stratify=stratify
+    )
+    return DataBundle(
+        name,
+        everything.take(train),
+        everything.take(val),
+        everything.take(test),
+        class_names=list(class_names or []),
+        target_names=list(target_names or []),
+    )
 
 
 def stack_samples(samples: Sequence[dict[str, Any]]) -> Split:
     """A Split of samples that share their keys and image shape."""
     keys = [key for key in samples[0] if key != "image"]
-    targets = {key: [s[key] for s in samples] if key in LIST_TARGETS else np.asarray([s[key] for s in samples])
-               for key in keys}
+    targets = {
+        key: [s[key] for s in samples] if key in LIST_TARGETS else np.asarray([s[key] for s in samples]) for key in keys
+    }
     return Split(np.stack([s["image"] for s in samples]), targets)
 
 
-def bundle_from_samples(name: str, pools: dict[str, Sequence[dict[str, Any]]], *, val_fraction: float,
-                        test_fraction: float, seed: int, stratify_key: str | None = None,
-                        class_names: list[str] | None = None, target_names: list[str] | None = None,
-                        mask_names: list[str] | None = None,
-                        verification: VerificationReport | None = None) -> DataBundle:
+def bundle_from_samples(
+    name: str,
+    pools: dict[str, Sequence[dict[str, Any]]],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    stratify_key: str | None = None,
+    class_names: list[str] | None = None,
+    target_names: list[str] | None = None,
+    mask_names: list[str] | None = None,
+    verification: VerificationReport | None = None,
+) -> DataBundle:
     """A DataBundle from samples grouped by split. The splits the data defines (train/, val/, test/
     folders) are kept as they are; a missing val or test split is carved from train by its fraction,
     seeded, and stratified by `stratify_key` when given."""
@@ -161,12 +197,20 @@ def bundle_from_samples(name: str, pools: dict[str, Sequence[dict[str, Any]]], *
         if not samples:
             raise UserError(f"dataset '{name}': the {split} split has no usable images")
     train = stack_samples(pools["train"])
-    missing = {split: fraction for split, fraction in (("test", test_fraction), ("val", val_fraction))
-               if split not in pools}
+    missing = {
+        split: fraction for split, fraction in (("test", test_fraction), ("val", val_fraction)) if split not in pools
+    }
     stratify = None if stratify_key is None else np.asarray(train.targets[stratify_key])
     carved = carve_indices(len(train), missing, seed=seed, stratify=stratify)
     splits = {split: stack_samples(pools[split]) for split in pools if split != "train"}
     splits.update({split: train.take(indices) for split, indices in carved.items()})
-    return DataBundle(name, splits["train"], splits["val"], splits["test"], class_names=list(class_names or []),
-                      target_names=list(target_names or []), verification=verification,
-                      mask_names=list(mask_names or []))
+    return DataBundle(
+        name,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        class_names=list(class_names or []),
+        target_names=list(target_names or []),
+        verification=verification,
+        mask_names=list(mask_names or []),
+    )

@@ -40,5 +40,10 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files under folder (recursively, hidden files left out), sorted for reproducibility."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )

@@ -8,7 +8,7 @@ returns a picture for some truncated files, Pillow raises "image file is truncat
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -31,8 +31,11 @@ class DecodeError(Exception):
 def image_size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
     """data.image_size as (height, width): an int for square images or [height, width]."""
     pair = [image_size] * 2 if isinstance(image_size, int) and not isinstance(image_size, bool) else image_size
-    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)):
+    if (
+        not isinstance(pair, (list, tuple))
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+    ):
         raise UserError(f"data.image_size must be a positive int or [height, width], received {image_size!r}")
     return int(pair[0]), int(pair[1])
 

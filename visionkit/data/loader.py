@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import keras
@@ -27,9 +28,19 @@ class BatchLoader(keras.utils.PyDataset):
     start_at_epoch and gets the batches the uninterrupted run would have seen.
     """
 
-    def __init__(self, split: Split, encode_targets: Callable[[list[dict[str, Any]]], np.ndarray], *,
-                 batch_size: int, augmenter: Augmenter | None = None, shuffle: bool = False, seed: int = 0,
-                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
+    def __init__(
+        self,
+        split: Split,
+        encode_targets: Callable[[list[dict[str, Any]]], np.ndarray],
+        *,
+        batch_size: int,
+        augmenter: Augmenter | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+    ):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, received {batch_size}")
@@ -68,7 +79,7 @@ class BatchLoader(keras.utils.PyDataset):
     def samples(self, index: int) -> list[dict[str, Any]]:
         """The samples of batch `index` of the current epoch, augmented."""
         self._limit_opencv_threads()
-        ids = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        ids = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         samples = [self.split.sample(i) for i in ids]
         if self.augmenter is not None:
             samples = self.augmenter(samples, epoch=self.epoch, batch=index)

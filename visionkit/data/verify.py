@@ -19,16 +19,22 @@ import logging
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from visionkit.data.core import IGNORE_INDEX
-from visionkit.data.images import (DecodeError, check_channels, check_integrity, decode_image,
-                                   image_size_pair, resize_image)
+from visionkit.data.images import (
+    DecodeError,
+    check_channels,
+    check_integrity,
+    decode_image,
+    image_size_pair,
+    resize_image,
+)
 from visionkit.errors import UserError
 
 logger = logging.getLogger("visionkit.data")
@@ -37,11 +43,30 @@ logger = logging.getLogger("visionkit.data")
 # it is reported and dropped, since the annotation no longer matches the picture.
 BOX_TOLERANCE_PX = 2.0
 WARNINGS_SHOWN = 20  # per kind of issue; the report keeps them all
-SKIP_REASONS = ("corrupt", "truncated", "unsupported", "missing", "size_mismatch", "bad_label", "bad_target",
-                "mask_missing", "mask_corrupt", "mask_colour", "mask_size")
+SKIP_REASONS = (
+    "corrupt",
+    "truncated",
+    "unsupported",
+    "missing",
+    "size_mismatch",
+    "bad_label",
+    "bad_target",
+    "mask_missing",
+    "mask_corrupt",
+    "mask_colour",
+    "mask_size",
+)
 CONVERSIONS = ("grayscale", "to_grayscale", "rgba", "palette", "cmyk", "16bit")
-FINDINGS = ("boxes_clipped", "boxes_dropped_outside", "boxes_dropped_degenerate", "crowd_annotations",
-            "unknown_category", "unknown_image", "no_segmentation", "mask_pixels_out_of_range")
+FINDINGS = (
+    "boxes_clipped",
+    "boxes_dropped_outside",
+    "boxes_dropped_degenerate",
+    "crowd_annotations",
+    "unknown_category",
+    "unknown_image",
+    "no_segmentation",
+    "mask_pixels_out_of_range",
+)
 OK = ("ok", "")
 
 
@@ -77,10 +102,17 @@ class VerificationReport:
 
     def counts(self) -> dict[str, int]:
         """Flat metric names, every known one present (zero when nothing happened)."""
-        counts = {"verify_images": self.kept + sum(self.skipped.values()), "verify_kept": self.kept,
-                  "verify_cached": self.cached, "verify_skipped": sum(self.skipped.values())}
-        for prefix, counter, names in (("skipped_", self.skipped, SKIP_REASONS),
-                                       ("converted_", self.converted, CONVERSIONS), ("", self.findings, FINDINGS)):
+        counts = {
+            "verify_images": self.kept + sum(self.skipped.values()),
+            "verify_kept": self.kept,
+            "verify_cached": self.cached,
+            "verify_skipped": sum(self.skipped.values()),
+        }
+        for prefix, counter, names in (
+            ("skipped_", self.skipped, SKIP_REASONS),
+            ("converted_", self.converted, CONVERSIONS),
+            ("", self.findings, FINDINGS),
+        ):
             counts.update({f"verify_{prefix}{name}": int(counter[name]) for name in (*names, *sorted(counter))})
         return counts
 
@@ -91,8 +123,9 @@ class VerificationReport:
         rows += [(name.replace("_", " "), n) for name, n in sorted(self.findings.items()) if n]
         total = self.kept + sum(self.skipped.values())
         width = max(len(name) for name, _ in rows) + 2
-        lines = [f"verification of '{self.dataset}' at {self.root} "
-                 f"({total} images, {self.cached} verdicts from the cache)"]
+        lines = [
+            f"verification of '{self.dataset}' at {self.root} ({total} images, {self.cached} verdicts from the cache)"
+        ]
         lines += [f"  {name:<{width}}{n:>8}" for name, n in rows]
         hidden = sum(max(0, n - WARNINGS_SHOWN) for n in self._shown.values())
         if hidden:
@@ -109,8 +142,10 @@ class VerificationReport:
         present = set(int(label) for label in labels)
         empty = [name for index, name in enumerate(class_names) if index not in present]
         if empty:
-            raise UserError(f"dataset '{self.dataset}' at {self.root}: class{'es' if len(empty) > 1 else ''} "
-                            f"{', '.join(repr(n) for n in empty)} ha{'ve' if len(empty) > 1 else 's'} no usable images")
+            raise UserError(
+                f"dataset '{self.dataset}' at {self.root}: class{'es' if len(empty) > 1 else ''} "
+                f"{', '.join(repr(n) for n in empty)} ha{'ve' if len(empty) > 1 else 's'} no usable images"
+            )
 
 
 def cache_directory() -> Path:
@@ -128,8 +163,10 @@ class VerdictCache:
         self.root = root.resolve()
         directory = cache_directory()
         if directory.is_relative_to(self.root):
-            raise UserError(f"the verification cache {directory} (VISIONKIT_CACHE_DIR) must lie outside "
-                            f"the dataset {self.root}: nothing is written into a dataset")
+            raise UserError(
+                f"the verification cache {directory} (VISIONKIT_CACHE_DIR) must lie outside "
+                f"the dataset {self.root}: nothing is written into a dataset"
+            )
         self.file = directory / f"{hashlib.sha256(str(self.root).encode()).hexdigest()[:24]}.json"
         self.stored = self._read()
         self.seen: dict[str, list] = {}
@@ -244,8 +281,13 @@ class ImageVerifier:
         return self.report
 
 
-def clean_boxes(report: VerificationReport, boxes: np.ndarray, classes: np.ndarray, image_size: tuple[int, int],
-                sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def clean_boxes(
+    report: VerificationReport,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    image_size: tuple[int, int],
+    sources: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixel xyxy boxes of an image of image_size (h, w): clipped when they reach at most
     BOX_TOLERANCE_PX beyond it, dropped (and reported with their source) when further out or
     without area after clipping."""
@@ -257,8 +299,13 @@ def clean_boxes(report: VerificationReport, boxes: np.ndarray, classes: np.ndarr
         text = "[" + ", ".join(f"{v:g}" for v in box) + "]"
         beyond = max(-box[0], -box[1], box[2] - width, box[3] - height) if np.isfinite(box).all() else 0.0
         if beyond > BOX_TOLERANCE_PX:
-            report.find("boxes_dropped_outside", 1, source, f"box {text} reaches {beyond:g} px beyond the "
-                        f"{width}x{height} image (tolerance {BOX_TOLERANCE_PX:g} px); dropped")
+            report.find(
+                "boxes_dropped_outside",
+                1,
+                source,
+                f"box {text} reaches {beyond:g} px beyond the "
+                f"{width}x{height} image (tolerance {BOX_TOLERANCE_PX:g} px); dropped",
+            )
             continue
         clipped = np.clip(box, 0, upper)
         if not (np.isfinite(clipped).all() and clipped[2] > clipped[0] and clipped[3] > clipped[1]):
@@ -278,6 +325,10 @@ def clean_mask(report: VerificationReport, mask: np.ndarray, num_values: int, wh
     count = int(bad.sum())
     if count:
         values = ", ".join(str(v) for v in np.unique(mask[bad])[:5])
-        report.find("mask_pixels_out_of_range", count, where, f"{count} pixels with values outside "
-                    f"0..{num_values - 1} ({values}) set to {IGNORE_INDEX} (ignore)")
+        report.find(
+            "mask_pixels_out_of_range",
+            count,
+            where,
+            f"{count} pixels with values outside 0..{num_values - 1} ({values}) set to {IGNORE_INDEX} (ignore)",
+        )
     return np.where(bad, IGNORE_INDEX, mask).astype(np.uint8)

@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -25,8 +26,12 @@ def next_version_dir(root: Path, model_name: str) -> Path:
     return model_dir / str(max(versions, default=0) + 1)
 
 
-def export_savedmodel(model: keras.Model, directory: Path, serving_outputs: Callable[[Any], Mapping[str, Any]],
-                      metadata: Mapping[str, Any]) -> Path:
+def export_savedmodel(
+    model: keras.Model,
+    directory: Path,
+    serving_outputs: Callable[[Any], Mapping[str, Any]],
+    metadata: Mapping[str, Any],
+) -> Path:
     """Write a SavedModel whose `serving_default` takes uint8 images [N,H,W,C] and returns the task's
     named outputs. `metadata` (task, class names, ...) goes to assets.extra/visionkit.json."""
     import tensorflow as tf
@@ -36,8 +41,11 @@ def export_savedmodel(model: keras.Model, directory: Path, serving_outputs: Call
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serve,
-                         input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8, name="images")])
+    archive.add_endpoint(
+        "serving_default",
+        serve,
+        input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8, name="images")],
+    )
     directory = Path(directory)
     archive.write_out(str(directory), verbose=False)
     (directory / "assets.extra").mkdir(exist_ok=True)
@@ -51,8 +59,9 @@ def reference_outputs(model: keras.Model, serving_outputs, images: np.ndarray) -
     return {name: keras.ops.convert_to_numpy(value) for name, value in outputs.items()}
 
 
-def verify_savedmodel(directory: Path, model: keras.Model, serving_outputs, images: np.ndarray,
-                      atol: float = 1e-4) -> float:
+def verify_savedmodel(
+    directory: Path, model: keras.Model, serving_outputs, images: np.ndarray, atol: float = 1e-4
+) -> float:
     """Reload the export in a fresh process without visionkit and compare its outputs with the
     in-memory model's; returns the largest absolute difference, raises ExportVerificationError."""
     expected = reference_outputs(model, serving_outputs, images)
@@ -60,17 +69,25 @@ def verify_savedmodel(directory: Path, model: keras.Model, serving_outputs, imag
         inputs, outputs = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         np.savez(inputs, images=images)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        done = subprocess.run([sys.executable, str(RELOAD_SCRIPT), str(directory), str(inputs), str(outputs)],
-                              capture_output=True, text=True, env=env, cwd=tmp)
+        done = subprocess.run(
+            [sys.executable, str(RELOAD_SCRIPT), str(directory), str(inputs), str(outputs)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+        )
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise ExportVerificationError(f"reloading {directory} failed in a fresh process: {last}")
         served = dict(np.load(outputs))
     if set(served) != set(expected):
         raise ExportVerificationError(f"export {directory} serves {sorted(served)}, expected {sorted(expected)}")
-    worst = max(float(np.max(np.abs(served[k].astype(np.float64) - expected[k].astype(np.float64)), initial=0.0))
-                for k in expected)
+    worst = max(
+        float(np.max(np.abs(served[k].astype(np.float64) - expected[k].astype(np.float64)), initial=0.0))
+        for k in expected
+    )
     if worst > atol:
-        raise ExportVerificationError(f"export {directory} differs from the trained model by {worst:.3g} "
-                                      f"(max abs), above the tolerance {atol:g}")
+        raise ExportVerificationError(
+            f"export {directory} differs from the trained model by {worst:.3g} (max abs), above the tolerance {atol:g}"
+        )
     return worst

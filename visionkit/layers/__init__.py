@@ -10,5 +10,16 @@ from visionkit.layers.position_bias import PositionBias
 from visionkit.layers.region_proposals import FeatureCells, RegionOutputs, RegionProposals
 from visionkit.layers.roi_pooling import ROIPooling
 
-__all__ = ["AnchorBoxes", "BilinearUpsampling", "ContextIdentity", "FeatureCells", "LocalResponseNormalization",
-           "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "PositionBias", "ROIPooling", "RegionOutputs", "RegionProposals"]
+__all__ = [
+    "AnchorBoxes",
+    "BilinearUpsampling",
+    "ContextIdentity",
+    "FeatureCells",
+    "LocalResponseNormalization",
+    "MaxPoolingWithArgmax2D",
+    "MaxUnpooling2D",
+    "PositionBias",
+    "ROIPooling",
+    "RegionOutputs",
+    "RegionProposals",
+]

@@ -25,8 +25,9 @@ class AnchorBoxes(keras.layers.Layer):
         """[anchors, 4] for an image of this size."""
         from keras_cv.layers import AnchorGenerator
 
-        generator = AnchorGenerator("xyxy", sizes=self.sizes, scales=self.scales,
-                                    aspect_ratios=self.aspect_ratios, strides=self.strides)
+        generator = AnchorGenerator(
+            "xyxy", sizes=self.sizes, scales=self.scales, aspect_ratios=self.aspect_ratios, strides=self.strides
+        )
         per_level = generator(image_shape=(height, width, 3))
         return ops.concatenate([per_level[level] for level in sorted(per_level)], axis=0)
 
@@ -39,5 +40,10 @@ class AnchorBoxes(keras.layers.Layer):
         return (input_shape[0], count * len(self.scales) * len(self.aspect_ratios), 4)
 
     def get_config(self):
-        return {**super().get_config(), "strides": self.strides, "sizes": self.sizes, "scales": self.scales,
-                "aspect_ratios": self.aspect_ratios}
+        return {
+            **super().get_config(),
+            "strides": self.strides,
+            "sizes": self.sizes,
+            "scales": self.scales,
+            "aspect_ratios": self.aspect_ratios,
+        }

@@ -21,9 +21,15 @@ def encode_deltas(anchors, boxes):
     """Box deltas of xyxy `boxes` relative to xyxy `anchors` (Girshick et al., Faster R-CNN eq. 2)."""
     anchor_x, anchor_y, anchor_w, anchor_h = _centre_size(anchors)
     box_x, box_y, box_w, box_h = _centre_size(boxes)
-    deltas = ops.stack([(box_x - anchor_x) / anchor_w, (box_y - anchor_y) / anchor_h,
-                        ops.log(ops.maximum(box_w, EPSILON) / anchor_w),
-                        ops.log(ops.maximum(box_h, EPSILON) / anchor_h)], axis=-1)
+    deltas = ops.stack(
+        [
+            (box_x - anchor_x) / anchor_w,
+            (box_y - anchor_y) / anchor_h,
+            ops.log(ops.maximum(box_w, EPSILON) / anchor_w),
+            ops.log(ops.maximum(box_h, EPSILON) / anchor_h),
+        ],
+        axis=-1,
+    )
     return deltas / ops.convert_to_tensor(BOX_VARIANCE, deltas.dtype)
 
 

@@ -41,8 +41,9 @@ class ContextIdentity(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         rows, cols, c_in, c_out = shape
         scale = self.classes / c_out
-        same_group = (np.arange(c_in)[:, None] * self.classes // c_in
-                      == np.arange(c_out)[None, :] * self.classes // c_out)
+        same_group = (
+            np.arange(c_in)[:, None] * self.classes // c_in == np.arange(c_out)[None, :] * self.classes // c_out
+        )
         kernel = np.zeros(shape, dtype="float32")
         kernel[rows // 2, cols // 2] = scale * same_group
         kernel = ops.convert_to_tensor(kernel, dtype=dtype)

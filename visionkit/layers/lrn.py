@@ -26,7 +26,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         half = self.size // 2
         padded = ops.pad(squares, [[0, 0]] * (len(inputs.shape) - 1) + [[half, half]])
         channels = inputs.shape[-1]
-        window_sum = sum(padded[..., offset:offset + channels] for offset in range(self.size))
+        window_sum = sum(padded[..., offset : offset + channels] for offset in range(self.size))
         return inputs / ops.power(self.bias + self.alpha * window_sum, self.beta)
 
     def compute_output_shape(self, input_shape):

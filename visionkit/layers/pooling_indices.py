@@ -33,8 +33,9 @@ def _windows(inputs):
 def _check_even(shape, layer: str) -> None:
     for axis, size in zip(("height", "width"), shape[1:3]):
         if size is not None and size % WINDOW:
-            raise ValueError(f"{layer}: 2x2 pooling with indices needs an even {axis}, received input shape "
-                             f"{tuple(shape)!r}")
+            raise ValueError(
+                f"{layer}: 2x2 pooling with indices needs an even {axis}, received input shape {tuple(shape)!r}"
+            )
 
 
 @keras.saving.register_keras_serializable(package="visionkit")

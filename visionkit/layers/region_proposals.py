@@ -29,8 +29,10 @@ class RegionProposals(keras.layers.Layer):
     def __init__(self, count: int = 300, pre_nms: int = 6000, nms_iou: float = 0.7, **kwargs):
         super().__init__(**kwargs)
         if count < 1 or pre_nms < count or not 0 < nms_iou <= 1:
-            raise ValueError(f"RegionProposals needs count >= 1, pre_nms >= count and nms_iou in (0, 1], received "
-                             f"{count!r}, {pre_nms!r} and {nms_iou!r}")
+            raise ValueError(
+                f"RegionProposals needs count >= 1, pre_nms >= count and nms_iou in (0, 1], received "
+                f"{count!r}, {pre_nms!r} and {nms_iou!r}"
+            )
         self.count, self.pre_nms, self.nms_iou = int(count), int(pre_nms), float(nms_iou)
 
     def build(self, rpn_shape, images_shape):
@@ -39,8 +41,9 @@ class RegionProposals(keras.layers.Layer):
         if rpn_shape[1] is not None and rpn_shape[1] < self.count:
             raise ValueError(f"RegionProposals: {self.count} proposals asked of {rpn_shape[1]} anchors")
         # Scores are probabilities; a threshold of 0 keeps every box for suppression to decide.
-        self.nms = NonMaxSuppression("xyxy", from_logits=False, iou_threshold=self.nms_iou, confidence_threshold=0.0,
-                                     max_detections=self.count)
+        self.nms = NonMaxSuppression(
+            "xyxy", from_logits=False, iou_threshold=self.nms_iou, confidence_threshold=0.0, max_detections=self.count
+        )
 
     def call(self, rpn, images):
         rpn = ops.stop_gradient(ops.cast(rpn, "float32"))

@@ -70,8 +70,10 @@ class ROIPooling(keras.layers.Layer):
 
     def build(self, feature_maps_shape, rois_shape):
         if len(feature_maps_shape) != 4 or None in feature_maps_shape[1:3]:
-            raise ValueError("ROIPooling needs feature maps [B, H, W, C] with a known height and width, "
-                             f"received shape {tuple(feature_maps_shape)}")
+            raise ValueError(
+                "ROIPooling needs feature maps [B, H, W, C] with a known height and width, "
+                f"received shape {tuple(feature_maps_shape)}"
+            )
         if len(rois_shape) != 3 or rois_shape[2] != 4:
             raise ValueError(f"ROIPooling needs rois [B, R, 4] (y1, x1, y2, x2), received shape {tuple(rois_shape)}")
 
@@ -85,11 +87,16 @@ class ROIPooling(keras.layers.Layer):
         return (feature_maps_shape[0], rois_shape[1], *self.pooled_size, feature_maps_shape[3])
 
     def get_config(self):
-        return {**super().get_config(), "pooled_size": list(self.pooled_size), "method": self.method,
-                "sampling_ratio": self.sampling_ratio}
+        return {
+            **super().get_config(),
+            "pooled_size": list(self.pooled_size),
+            "method": self.method,
+            "sampling_ratio": self.sampling_ratio,
+        }
 
 
 # ---- RoI max pooling -----------------------------------------------------------------------------
+
 
 def _roi_max_pool(feature_maps, rois, pooled_size):
     _, height, width, _ = feature_maps.shape
@@ -150,10 +157,10 @@ def _levels(size, n):
 def _block_starts(lows, highs, levels, size):
     """The two blocks of length 2^k, k = floor(log2(section length)), that together cover a section:
     one starting at its first cell, one ending at its last. Empty sections get in-range dummies."""
-    floor_log2 = np.floor(np.log2(np.arange(1, 2 ** levels))).astype("int32")  # of lengths 1, 2, ...
+    floor_log2 = np.floor(np.log2(np.arange(1, 2**levels))).astype("int32")  # of lengths 1, 2, ...
     length_index = ops.maximum(highs - lows, 1) - 1
     level = ops.take(ops.convert_to_tensor(floor_log2), length_index, axis=0)
-    block_length = ops.take(ops.convert_to_tensor(2 ** floor_log2), length_index, axis=0)
+    block_length = ops.take(ops.convert_to_tensor(2**floor_log2), length_index, axis=0)
     last = ops.clip(highs - block_length, 0, size - 1)
     return (ops.clip(lows, 0, size - 1), last), level
 
@@ -193,12 +200,12 @@ def _merge_shifted(block, shift, axis):
 def _pick_larger(first, second):
     """Element-wise, the (value, arg-max) with the larger value; on a tie the smaller (row-major first)
     arg-max, so overlapping blocks agree on one cell."""
-    take_second = ops.logical_or(second[0] > first[0],
-                                 ops.logical_and(second[0] == first[0], second[1] < first[1]))
+    take_second = ops.logical_or(second[0] > first[0], ops.logical_and(second[0] == first[0], second[1] < first[1]))
     return ops.where(take_second, second[0], first[0]), ops.where(take_second, second[1], first[1])
 
 
 # ---- RoI Align -----------------------------------------------------------------------------------
+
 
 def _roi_align(feature_maps, rois, pooled_size, sampling_ratio):
     _, height, width, _ = feature_maps.shape

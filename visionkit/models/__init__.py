@@ -19,8 +19,10 @@ def available(task: str | None = None) -> list[str]:
 def check_supports(name: str, task: str) -> None:
     tasks = MODELS.meta(name)["tasks"]
     if task not in tasks:
-        raise UserError(f"model '{name}' does not support task '{task}'; it supports: {', '.join(tasks)}. "
-                        f"Models for {task}: {', '.join(available(task)) or 'none yet'}")
+        raise UserError(
+            f"model '{name}' does not support task '{task}'; it supports: {', '.join(tasks)}. "
+            f"Models for {task}: {', '.join(available(task)) or 'none yet'}"
+        )
 
 
 def build(name: str, **kwargs) -> keras.Model:

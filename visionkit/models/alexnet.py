@@ -33,8 +33,7 @@ import keras
 from keras import layers
 
 from visionkit.layers.lrn import LocalResponseNormalization
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input,
-                                     predictions, scaled, tap)
+from visionkit.models.common import IMAGE_TASKS, check_input_shape, check_top, image_input, predictions, scaled, tap
 from visionkit.registry import MODELS
 
 
@@ -79,14 +78,24 @@ def conv3_to_top(x, channels, *, groups: int, include_top: bool, num_classes, wi
     x = tap(conv(x, channels(256), 3, groups=groups, name="conv5"), 16)
     x = tap(max_pool(x, "pool5"), 32)
     if include_top:
-        x = dense_classifier(x, num_classes, names=("fc6", "fc7"), width=width, dropout=dropout,
-                             activation=activation)
+        x = dense_classifier(x, num_classes, names=("fc6", "fc7"), width=width, dropout=dropout, activation=activation)
     return x
 
 
 @MODELS.register(tasks=IMAGE_TASKS, paper="Krizhevsky et al. 2012", paper_input=(227, 227, 3), paper_classes=1000)
-def alexnet(*, input_shape=(227, 227, 3), num_classes=None, include_top=True, width=1.0, dropout=0.5,
-            classifier_activation="softmax", pixel_mean=None, pixel_std=None, groups=1, lrn=True) -> keras.Model:
+def alexnet(
+    *,
+    input_shape=(227, 227, 3),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=0.5,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+    groups=1,
+    lrn=True,
+) -> keras.Model:
     """AlexNet; `groups=2` is the paper's two-GPU split, `lrn=False` drops local response normalisation."""
     input_shape = check_input_shape(input_shape, min_size=52, model="alexnet")
     check_top(num_classes, include_top, model="alexnet")
@@ -101,14 +110,32 @@ def alexnet(*, input_shape=(227, 227, 3), num_classes=None, include_top=True, wi
     x = max_pool(x, "pool1")
     x = tap(normalize(conv(x, channels(256), 5, groups=groups, name="conv2"), "norm2", lrn), 8)
     x = max_pool(x, "pool2")
-    x = conv3_to_top(x, channels, groups=groups, include_top=include_top, num_classes=num_classes, width=width,
-                     dropout=dropout, activation=classifier_activation)
+    x = conv3_to_top(
+        x,
+        channels,
+        groups=groups,
+        include_top=include_top,
+        num_classes=num_classes,
+        width=width,
+        dropout=dropout,
+        activation=classifier_activation,
+    )
     return keras.Model(inputs, x, name="alexnet")
 
 
 @MODELS.register(tasks=IMAGE_TASKS, paper="Zeiler & Fergus 2014", paper_input=(224, 224, 3), paper_classes=1000)
-def zfnet(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=0.5,
-          classifier_activation="softmax", pixel_mean=None, pixel_std=None, lrn=True) -> keras.Model:
+def zfnet(
+    *,
+    input_shape=(224, 224, 3),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=0.5,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+    lrn=True,
+) -> keras.Model:
     """ZF-Net (Zeiler & Fergus 2014, Figure 3); `lrn=False` drops the contrast normalisation."""
     input_shape = check_input_shape(input_shape, min_size=60, model="zfnet")
     check_top(num_classes, include_top, model="zfnet")
@@ -121,6 +148,14 @@ def zfnet(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, widt
     x = tap(normalize(max_pool(x, "pool1"), "norm1", lrn), 4)
     x = tap(conv(x, channels(256), 5, stride=2, name="conv2"), 8)
     x = normalize(max_pool(x, "pool2"), "norm2", lrn)
-    x = conv3_to_top(x, channels, groups=1, include_top=include_top, num_classes=num_classes, width=width,
-                     dropout=dropout, activation=classifier_activation)
+    x = conv3_to_top(
+        x,
+        channels,
+        groups=1,
+        include_top=include_top,
+        num_classes=num_classes,
+        width=width,
+        dropout=dropout,
+        activation=classifier_activation,
+    )
     return keras.Model(inputs, x, name="zfnet")

@@ -34,8 +34,18 @@ BLOCKS = (
 
 
 @MODELS.register(tasks=IMAGE_TASKS, paper="Springenberg et al. 2015", paper_input=(32, 32, 3), paper_classes=10)
-def allconv(*, input_shape=(32, 32, 3), num_classes=None, include_top=True, width=1.0, dropout=0.5,
-            input_dropout=0.2, classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
+def allconv(
+    *,
+    input_shape=(32, 32, 3),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=0.5,
+    input_dropout=0.2,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     """All-CNN-C; `include_top=False` returns the trunk up to the 1x1 convolution of 192 channels.
 
     Feature maps: stride 2 at the end of the 16x16 stage (before the second stride-2 convolution),
@@ -52,8 +62,14 @@ def allconv(*, input_shape=(32, 32, 3), num_classes=None, include_top=True, widt
         for c, (filters, kernel, stride, padding) in enumerate(block, start=1):
             if stride == 2 and reached > 1:
                 x = tap(x, reached)  # the last map at this stride, before the convolution that halves it
-            x = layers.Conv2D(scaled(filters, width), kernel, strides=stride, padding=padding, activation="relu",
-                              name=f"block{b}_conv{c}")(x)
+            x = layers.Conv2D(
+                scaled(filters, width),
+                kernel,
+                strides=stride,
+                padding=padding,
+                activation="relu",
+                name=f"block{b}_conv{c}",
+            )(x)
             reached *= stride
         if block[-1][2] == 2 and dropout:
             x = layers.Dropout(dropout, name=f"block{b}_dropout")(x)

@@ -24,24 +24,38 @@ from visionkit.registry import MODELS
 
 
 @MODELS.register(tasks=("classification",), paper="Silver et al. 2016", paper_input=(19, 19, 48), paper_classes=361)
-def alphago_policy(*, input_shape=(19, 19, 48), num_classes=None, include_top=True, width=1.0, dropout=None,
-                   classifier_activation="softmax", pixel_mean=None, pixel_std=None, filters=192,
-                   depth=13) -> keras.Model:
+def alphago_policy(
+    *,
+    input_shape=(19, 19, 48),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=None,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+    filters=192,
+    depth=13,
+) -> keras.Model:
     """The SL/RL policy network p(a|s); `include_top=False` returns the output of its `depth - 1`
     convolutional layers (stride 1, the board size)."""
     input_shape = check_input_shape(input_shape, min_size=1, model="alphago_policy")
     check_top(num_classes, include_top, model="alphago_policy")
     rows, cols = input_shape[:2]
     if include_top and num_classes != rows * cols:
-        raise ValueError(f"alphago_policy: predicts one of the {rows}x{cols} = {rows * cols} board points, "
-                         f"so num_classes must be {rows * cols}, received {num_classes!r}")
+        raise ValueError(
+            f"alphago_policy: predicts one of the {rows}x{cols} = {rows * cols} board points, "
+            f"so num_classes must be {rows * cols}, received {num_classes!r}"
+        )
     if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
         raise ValueError(f"alphago_policy: filters must be a positive int, received {filters!r}")
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
-        raise ValueError(f"alphago_policy: depth counts the first and the last layer, so it must be an int "
-                         f">= 2, received {depth!r}")
-    inputs, x = image_input(input_shape, 0.0 if pixel_mean is None else pixel_mean,
-                            1.0 if pixel_std is None else pixel_std)
+        raise ValueError(
+            f"alphago_policy: depth counts the first and the last layer, so it must be an int >= 2, received {depth!r}"
+        )
+    inputs, x = image_input(
+        input_shape, 0.0 if pixel_mean is None else pixel_mean, 1.0 if pixel_std is None else pixel_std
+    )
     k = scaled(filters, width)
     for i in range(1, depth):
         x = keras.layers.Conv2D(k, 5 if i == 1 else 3, padding="same", activation="relu", name=f"conv{i}")(x)

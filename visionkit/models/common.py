@@ -4,7 +4,7 @@ stride-named feature taps and the classifier top."""
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import layers
@@ -68,8 +68,11 @@ def tap(x, stride: int):
 
 def feature_maps(model: keras.Model) -> dict[int, keras.KerasTensor]:
     """The stride-named feature maps of a trunk, {stride: tensor}, smallest stride first."""
-    found = {int(layer.name[len("stride"):]): layer.output for layer in model.layers
-             if layer.name.startswith("stride") and layer.name[len("stride"):].isdigit()}
+    found = {
+        int(layer.name[len("stride") :]): layer.output
+        for layer in model.layers
+        if layer.name.startswith("stride") and layer.name[len("stride") :].isdigit()
+    }
     return dict(sorted(found.items()))
 
 
@@ -86,9 +89,15 @@ def pooled_classifier(x, num_classes: int, dropout: float | None, activation: st
     return predictions(x, num_classes, activation)
 
 
-def register_variants(namespace: dict, family: Callable[..., keras.Model], variants, *,
-                      describe: Callable[[str], str], imagenet: dict[str, tuple[str, str]] | None = None,
-                      **meta) -> None:
+def register_variants(
+    namespace: dict,
+    family: Callable[..., keras.Model],
+    variants,
+    *,
+    describe: Callable[[str], str],
+    imagenet: dict[str, tuple[str, str]] | None = None,
+    **meta,
+) -> None:
     """Register a builder per variant of a family, as module-level functions named after them.
 
     `family(variant, *, input_shape=..., ...)` builds any variant; each builder is that function with
@@ -100,8 +109,9 @@ def register_variants(namespace: dict, family: Callable[..., keras.Model], varia
     options = list(inspect.signature(family).parameters.values())[1:]
     for variant in variants:
         variant_meta = {**meta, "imagenet": (imagenet or {}).get(variant)}
-        namespace[variant] = MODELS.register(variant, **variant_meta)(_variant_builder(family, variant, options,
-                                                                                        describe))
+        namespace[variant] = MODELS.register(variant, **variant_meta)(
+            _variant_builder(family, variant, options, describe)
+        )
 
 
 def _variant_builder(family, variant: str, options, describe) -> Callable[..., keras.Model]:
@@ -130,21 +140,28 @@ def inference_model(model: keras.Model) -> keras.Model:
 # What the dense (segmentation and detection) builders share: argument checks, a zoo trunk as
 # encoder, the per-pixel classifier.
 
+
 def check_classes(num_classes, *, model: str) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{model}: num_classes must be an integer >= 1 (one output channel per class), "
-                         f"received {num_classes!r}")
+        raise ValueError(
+            f"{model}: num_classes must be an integer >= 1 (one output channel per class), received {num_classes!r}"
+        )
 
 
 def check_input_multiple(input_shape, multiple: int, *, model: str, why: str) -> tuple[int, int, int]:
     """Validate an HxWxC shape whose height and width must be multiples of `multiple`; the error
     names the nearest valid sizes."""
     shape = check_input_shape(input_shape, min_size=multiple, model=model)
-    wrong = [f"{axis} {size} -> {size // multiple * multiple} or {(size // multiple + 1) * multiple}"
-             for axis, size in zip(("height", "width"), shape[:2]) if size % multiple]
+    wrong = [
+        f"{axis} {size} -> {size // multiple * multiple} or {(size // multiple + 1) * multiple}"
+        for axis, size in zip(("height", "width"), shape[:2])
+        if size % multiple
+    ]
     if wrong:
-        raise ValueError(f"{model}: input height and width must be multiples of {multiple} ({why}), received "
-                         f"{input_shape!r}; nearest valid sizes: {', '.join(wrong)}")
+        raise ValueError(
+            f"{model}: input height and width must be multiples of {multiple} ({why}), received "
+            f"{input_shape!r}; nearest valid sizes: {', '.join(wrong)}"
+        )
     return shape
 
 
@@ -156,23 +173,32 @@ def zoo_trunk(name, input_shape, *, width, pixel_mean, pixel_std, model: str, op
     """
     trunks = [n for n in MODELS.names() if "classification" in MODELS.meta(n)["tasks"]]
     if name not in trunks:
-        message = (f"{option} '{name}' is not a classification trunk; available: {', '.join(trunks)}"
-                   if name in MODELS else unknown_name_message(option, name, trunks))
+        message = (
+            f"{option} '{name}' is not a classification trunk; available: {', '.join(trunks)}"
+            if name in MODELS
+            else unknown_name_message(option, name, trunks)
+        )
         raise ValueError(f"{model}: {message}")
-    trunk = MODELS.get(name)(input_shape=input_shape, include_top=False, width=width, pixel_mean=pixel_mean,
-                             pixel_std=pixel_std)
+    trunk = MODELS.get(name)(
+        input_shape=input_shape, include_top=False, width=width, pixel_mean=pixel_mean, pixel_std=pixel_std
+    )
     maps = feature_maps(trunk)
     if max(maps, default=1) == 1:
-        raise ValueError(f"{model}: {option} {name!r} is unsuitable: it names no down-sampled (stride 2 or more) "
-                         f"feature maps to decode from")
-    input_shape = check_input_multiple(input_shape, max(maps), model=model,
-                                       why=f"{option} {name!r} down-samples to stride {max(maps)}")
+        raise ValueError(
+            f"{model}: {option} {name!r} is unsuitable: it names no down-sampled (stride 2 or more) "
+            f"feature maps to decode from"
+        )
+    input_shape = check_input_multiple(
+        input_shape, max(maps), model=model, why=f"{option} {name!r} down-samples to stride {max(maps)}"
+    )
     for stride, tensor in maps.items():
         expected = (input_shape[0] // stride, input_shape[1] // stride)
         if tuple(tensor.shape[1:3]) != expected:
-            raise ValueError(f"{model}: {option} {name!r} is unsuitable: its stride-{stride} map is "
-                             f"{tensor.shape[1]}x{tensor.shape[2]}, not {expected[0]}x{expected[1]} (unpadded "
-                             f"convolutions or poolings); use a trunk with 'same' padding such as vgg16 or resnet34")
+            raise ValueError(
+                f"{model}: {option} {name!r} is unsuitable: its stride-{stride} map is "
+                f"{tensor.shape[1]}x{tensor.shape[2]}, not {expected[0]}x{expected[1]} (unpadded "
+                f"convolutions or poolings); use a trunk with 'same' padding such as vgg16 or resnet34"
+            )
     return trunk, maps
 
 

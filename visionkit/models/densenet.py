@@ -21,8 +21,16 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input, pooled_classifier,
-                                     register_variants, scaled, tap)
+from visionkit.models.common import (
+    IMAGE_TASKS,
+    check_input_shape,
+    check_top,
+    image_input,
+    pooled_classifier,
+    register_variants,
+    scaled,
+    tap,
+)
 
 BN_EPSILON = 1.001e-5  # as keras.applications, whose weights this architecture loads
 
@@ -55,9 +63,20 @@ def transition_block(x, compression, *, stride, name):
     return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
 
 
-def densenet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=None,
-             classifier_activation="softmax", pixel_mean=None, pixel_std=None, growth_rate=32,
-             compression=0.5) -> keras.Model:
+def densenet(
+    variant,
+    *,
+    input_shape=(224, 224, 3),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=None,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+    growth_rate=32,
+    compression=0.5,
+) -> keras.Model:
     blocks = VARIANTS[variant]
     input_shape = check_input_shape(input_shape, min_size=32, model=variant)
     check_top(num_classes, include_top, model=variant)
@@ -84,8 +103,18 @@ def densenet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_to
     return keras.Model(inputs, x, name=variant)
 
 
-register_variants(globals(), densenet, VARIANTS, paper="Huang et al. 2017", tasks=IMAGE_TASKS,
-                  paper_input=(224, 224, 3), paper_classes=1000,
-                  imagenet={"densenet121": ("DenseNet121", "torch"), "densenet169": ("DenseNet169", "torch"),
-                            "densenet201": ("DenseNet201", "torch")},
-                  describe=lambda v: f"{v} (DenseNet-BC, dense blocks {VARIANTS[v]}); Huang et al. 2017.")
+register_variants(
+    globals(),
+    densenet,
+    VARIANTS,
+    paper="Huang et al. 2017",
+    tasks=IMAGE_TASKS,
+    paper_input=(224, 224, 3),
+    paper_classes=1000,
+    imagenet={
+        "densenet121": ("DenseNet121", "torch"),
+        "densenet169": ("DenseNet169", "torch"),
+        "densenet201": ("DenseNet201", "torch"),
+    },
+    describe=lambda v: f"{v} (DenseNet-BC, dense blocks {VARIANTS[v]}); Huang et al. 2017.",
+)

@@ -27,7 +27,8 @@ from keras import layers
 
 from visionkit.layers.initializers import ContextIdentity
 from visionkit.models.common import SEGMENTATION_TASKS, check_classes, check_input_multiple, image_input, scaled
-from visionkit.models.vgg import FILTERS, VARIANTS as VGG_VARIANTS
+from visionkit.models.vgg import FILTERS
+from visionkit.models.vgg import VARIANTS as VGG_VARIANTS
 from visionkit.registry import MODELS
 
 OUTPUT_STRIDE = 8
@@ -46,13 +47,20 @@ def front_end(x, num_classes: int, *, width: float, dropout: float | None):
     for block, (filters, count) in enumerate(zip(FILTERS, CONVOLUTIONS), start=1):
         dilation = BLOCK5_DILATION if block == 5 else 1
         for index in range(1, count + 1):
-            x = layers.Conv2D(scaled(filters, width), 3, padding="same", dilation_rate=dilation, activation="relu",
-                              name=f"block{block}_conv{index}")(x)
+            x = layers.Conv2D(
+                scaled(filters, width),
+                3,
+                padding="same",
+                dilation_rate=dilation,
+                activation="relu",
+                name=f"block{block}_conv{index}",
+            )(x)
         if block <= POOLED_BLOCKS:
             x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
     for name, kernel, dilation in (("fc6", 7, FC6_DILATION), ("fc7", 1, 1)):
-        x = layers.Conv2D(scaled(FC_CHANNELS, width), kernel, padding="same", dilation_rate=dilation,
-                          activation="relu", name=name)(x)
+        x = layers.Conv2D(
+            scaled(FC_CHANNELS, width), kernel, padding="same", dilation_rate=dilation, activation="relu", name=name
+        )(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"drop{name[2:]}")(x)
     return layers.Conv2D(num_classes, 1, name="fc_final")(x)
@@ -63,15 +71,32 @@ def context_module(x, num_classes: int, multiples: tuple[int, ...]):
     if not multiples:
         return x
     for index, (multiple, dilation) in enumerate(zip(multiples, CONTEXT_DILATIONS), start=1):
-        x = layers.Conv2D(multiple * num_classes, 3, padding="same", dilation_rate=dilation, activation="relu",
-                          kernel_initializer=ContextIdentity(num_classes), name=f"ctx_conv{index}")(x)
+        x = layers.Conv2D(
+            multiple * num_classes,
+            3,
+            padding="same",
+            dilation_rate=dilation,
+            activation="relu",
+            kernel_initializer=ContextIdentity(num_classes),
+            name=f"ctx_conv{index}",
+        )(x)
     return layers.Conv2D(num_classes, 1, kernel_initializer=ContextIdentity(num_classes), name="ctx_final")(x)
 
 
-@MODELS.register("dilated", tasks=SEGMENTATION_TASKS, paper="Yu & Koltun 2016", paper_input=(512, 512, 3),
-                 paper_classes=21)
-def dilated(*, input_shape=(512, 512, 3), num_classes=None, width=1.0, context="basic", dropout=0.5,
-            classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
+@MODELS.register(
+    "dilated", tasks=SEGMENTATION_TASKS, paper="Yu & Koltun 2016", paper_input=(512, 512, 3), paper_classes=21
+)
+def dilated(
+    *,
+    input_shape=(512, 512, 3),
+    num_classes=None,
+    width=1.0,
+    context="basic",
+    dropout=0.5,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     """Yu & Koltun 2016: dilated VGG-16 front end and context module; see the module docstring.
 
     context: "basic", "large" (Table 1) or "none" (the front end alone).
@@ -79,8 +104,9 @@ def dilated(*, input_shape=(512, 512, 3), num_classes=None, width=1.0, context="
     check_classes(num_classes, model="dilated")
     if context not in CONTEXT_MODULES:
         raise ValueError(f"dilated: context must be one of {', '.join(CONTEXT_MODULES)}, received {context!r}")
-    input_shape = check_input_multiple(input_shape, OUTPUT_STRIDE, model="dilated",
-                                       why=f"the scores are computed at stride {OUTPUT_STRIDE}")
+    input_shape = check_input_multiple(
+        input_shape, OUTPUT_STRIDE, model="dilated", why=f"the scores are computed at stride {OUTPUT_STRIDE}"
+    )
     inputs, x = image_input(input_shape, pixel_mean, pixel_std)
     x = front_end(x, num_classes, width=width, dropout=dropout)
     x = context_module(x, num_classes, CONTEXT_MODULES[context])

@@ -25,8 +25,14 @@ import keras
 from keras import layers
 
 from visionkit.layers.initializers import BilinearUpsampling
-from visionkit.models.common import (SEGMENTATION_TASKS, check_classes, check_input_multiple, register_variants,
-                                     scaled, zoo_trunk)
+from visionkit.models.common import (
+    SEGMENTATION_TASKS,
+    check_classes,
+    check_input_multiple,
+    register_variants,
+    scaled,
+    zoo_trunk,
+)
 
 FC_CHANNELS = 4096
 SCORE_STRIDE = 32
@@ -40,8 +46,16 @@ VGG_SKIPS = {16: "block4_pool", 8: "block3_pool"}
 
 def upsample(x, factor: int, *, name: str, **kwargs):
     """Transposed convolution by `factor`, bilinear at the start; no bias, as in the reference models."""
-    return layers.Conv2DTranspose(x.shape[-1], 2 * factor, strides=factor, padding="same", use_bias=False,
-                                  kernel_initializer=BilinearUpsampling(), name=name, **kwargs)(x)
+    return layers.Conv2DTranspose(
+        x.shape[-1],
+        2 * factor,
+        strides=factor,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=BilinearUpsampling(),
+        name=name,
+        **kwargs,
+    )(x)
 
 
 def skip_maps(trunk: keras.Model, maps: dict[int, keras.KerasTensor]) -> dict[int, keras.KerasTensor]:
@@ -58,17 +72,31 @@ def convolutionalised_classifier(x, num_classes: int, *, width: float, dropout: 
     return layers.Conv2D(num_classes, 1, name="score_fr")(x)
 
 
-def fcn(variant, *, input_shape=(512, 512, 3), num_classes=None, backbone="vgg16", width=1.0, dropout=0.5,
-        classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
+def fcn(
+    variant,
+    *,
+    input_shape=(512, 512, 3),
+    num_classes=None,
+    backbone="vgg16",
+    width=1.0,
+    dropout=0.5,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     check_classes(num_classes, model=variant)
-    input_shape = check_input_multiple(input_shape, SCORE_STRIDE, model=variant,
-                                       why=f"the scores are computed at stride {SCORE_STRIDE}")
-    trunk, maps = zoo_trunk(backbone, input_shape, width=width, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                            model=variant, option="backbone")
+    input_shape = check_input_multiple(
+        input_shape, SCORE_STRIDE, model=variant, why=f"the scores are computed at stride {SCORE_STRIDE}"
+    )
+    trunk, maps = zoo_trunk(
+        backbone, input_shape, width=width, pixel_mean=pixel_mean, pixel_std=pixel_std, model=variant, option="backbone"
+    )
     needed = (SCORE_STRIDE, *VARIANTS[variant])
     if any(stride not in maps for stride in needed):
-        raise ValueError(f"{variant}: backbone {backbone!r} is unsuitable: it names feature maps at strides "
-                         f"{sorted(maps)}, {variant} needs {sorted(needed)}")
+        raise ValueError(
+            f"{variant}: backbone {backbone!r} is unsuitable: it names feature maps at strides "
+            f"{sorted(maps)}, {variant} needs {sorted(needed)}"
+        )
     maps = skip_maps(trunk, maps)
     x = convolutionalised_classifier(maps[SCORE_STRIDE], num_classes, width=width, dropout=dropout)
     stride = SCORE_STRIDE
@@ -81,7 +109,15 @@ def fcn(variant, *, input_shape=(512, 512, 3), num_classes=None, backbone="vgg16
     return keras.Model(trunk.input, outputs, name=variant)
 
 
-register_variants(globals(), fcn, VARIANTS, paper="Long et al. 2015", tasks=SEGMENTATION_TASKS,
-                  paper_input=(512, 512, 3), paper_classes=21,
-                  describe=lambda v: f"{v}: FCN fusing the scores of strides {(32, *VARIANTS[v])} "
-                                     f"(Long, Shelhamer & Darrell 2015, Fig. 3).")
+register_variants(
+    globals(),
+    fcn,
+    VARIANTS,
+    paper="Long et al. 2015",
+    tasks=SEGMENTATION_TASKS,
+    paper_input=(512, 512, 3),
+    paper_classes=21,
+    describe=lambda v: (
+        f"{v}: FCN fusing the scores of strides {(32, *VARIANTS[v])} (Long, Shelhamer & Darrell 2015, Fig. 3)."
+    ),
+)

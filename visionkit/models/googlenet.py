@@ -23,8 +23,16 @@ import keras
 from keras import layers
 
 from visionkit.layers.lrn import LocalResponseNormalization
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input,
-                                     pooled_classifier, predictions, scaled, tap)
+from visionkit.models.common import (
+    IMAGE_TASKS,
+    check_input_shape,
+    check_top,
+    image_input,
+    pooled_classifier,
+    predictions,
+    scaled,
+    tap,
+)
 from visionkit.outputs import MAIN_OUTPUT
 from visionkit.registry import MODELS
 
@@ -77,8 +85,18 @@ def auxiliary_classifier(x, num_classes, width, activation, *, name):
 
 
 @MODELS.register(tasks=IMAGE_TASKS, paper="Szegedy et al. 2015", paper_input=(224, 224, 3), paper_classes=1000)
-def googlenet(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=0.4,
-              classifier_activation="softmax", pixel_mean=None, pixel_std=None, aux_classifiers=True) -> keras.Model:
+def googlenet(
+    *,
+    input_shape=(224, 224, 3),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=0.4,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+    aux_classifiers=True,
+) -> keras.Model:
     """GoogLeNet (Inception v1); with `aux_classifiers` and a top, the output is a dict
     {"predictions", "aux1", "aux2"}; `include_top=False` returns the trunk up to inception 5b."""
     input_shape = check_input_shape(input_shape, min_size=32, model="googlenet")
@@ -96,8 +114,9 @@ def googlenet(*, input_shape=(224, 224, 3), num_classes=None, include_top=True, 
         for module in modules:
             x = inception(x, INCEPTION[module], width, name=f"inception_{module}")
             if include_top and aux_classifiers and module in AUX_AFTER:
-                aux[AUX_AFTER[module]] = auxiliary_classifier(x, num_classes, width, classifier_activation,
-                                                              name=AUX_AFTER[module])
+                aux[AUX_AFTER[module]] = auxiliary_classifier(
+                    x, num_classes, width, classifier_activation, name=AUX_AFTER[module]
+                )
         x = tap(x, stride)
         if stage < 5:
             x = max_pool(x, f"pool{stage}")

@@ -11,14 +11,22 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input,
-                                     predictions, scaled, tap)
+from visionkit.models.common import IMAGE_TASKS, check_input_shape, check_top, image_input, predictions, scaled, tap
 from visionkit.registry import MODELS
 
 
 @MODELS.register(tasks=IMAGE_TASKS, paper="LeCun et al. 1998", paper_input=(32, 32, 1), paper_classes=10)
-def lenet5(*, input_shape=(32, 32, 1), num_classes=None, include_top=True, width=1.0, dropout=None,
-           classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
+def lenet5(
+    *,
+    input_shape=(32, 32, 1),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=None,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     """LeNet-5; `include_top=False` returns the convolutional trunk (C1-S2-C3-S4, stride 4)."""
     input_shape = check_input_shape(input_shape, min_size=16, model="lenet5")
     check_top(num_classes, include_top, model="lenet5")

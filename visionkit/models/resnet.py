@@ -13,8 +13,16 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input, pooled_classifier,
-                                     register_variants, scaled, tap)
+from visionkit.models.common import (
+    IMAGE_TASKS,
+    check_input_shape,
+    check_top,
+    image_input,
+    pooled_classifier,
+    register_variants,
+    scaled,
+    tap,
+)
 
 BN_EPSILON = 1.001e-5
 
@@ -29,8 +37,7 @@ VARIANTS = {
 
 
 def conv_bn(x, filters, kernel_size, *, strides=1, padding="valid", use_bias, name, relu=True):
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-                      name=f"{name}_conv")(x)
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
@@ -59,8 +66,18 @@ def bottleneck_block(x, filters, *, stride, use_bias, name):
 BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}
 
 
-def resnet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=None,
-           classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
+def resnet(
+    variant,
+    *,
+    input_shape=(224, 224, 3),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=None,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     kind, depths, use_bias = VARIANTS[variant]
     input_shape = check_input_shape(input_shape, min_size=32, model=variant)
     check_top(num_classes, include_top, model=variant)
@@ -80,8 +97,18 @@ def resnet(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=
     return keras.Model(inputs, x, name=variant)
 
 
-register_variants(globals(), resnet, VARIANTS, paper="He et al. 2016", tasks=IMAGE_TASKS, paper_input=(224, 224, 3),
-                  paper_classes=1000,
-                  imagenet={"resnet50": ("ResNet50", "caffe"), "resnet101": ("ResNet101", "caffe"),
-                            "resnet152": ("ResNet152", "caffe")},
-                  describe=lambda v: f"{v} ({VARIANTS[v][0]} blocks {VARIANTS[v][1]}); He et al. 2016.")
+register_variants(
+    globals(),
+    resnet,
+    VARIANTS,
+    paper="He et al. 2016",
+    tasks=IMAGE_TASKS,
+    paper_input=(224, 224, 3),
+    paper_classes=1000,
+    imagenet={
+        "resnet50": ("ResNet50", "caffe"),
+        "resnet101": ("ResNet101", "caffe"),
+        "resnet152": ("ResNet152", "caffe"),
+    },
+    describe=lambda v: f"{v} ({VARIANTS[v][0]} blocks {VARIANTS[v][1]}); He et al. 2016.",
+)

@@ -48,13 +48,16 @@ def check_strides(strides, trunk_strides, *, backbone: str) -> list[int]:
     """Pyramid strides: consecutive doublings, those up to the trunk's deepest map taken from the trunk."""
     strides = [int(s) for s in strides]
     if not strides or any(b != 2 * a for a, b in zip(strides, strides[1:])):
-        raise ValueError(f"retinanet: strides must double from level to level (e.g. [8, 16, 32, 64, 128]), "
-                         f"received {strides!r}")
+        raise ValueError(
+            f"retinanet: strides must double from level to level (e.g. [8, 16, 32, 64, 128]), received {strides!r}"
+        )
     from_trunk = [s for s in strides if s <= max(trunk_strides)]
     missing = [s for s in from_trunk if s not in trunk_strides]
     if not from_trunk or missing:
-        raise ValueError(f"retinanet: backbone {backbone!r} has feature maps at strides {sorted(trunk_strides)}, "
-                         f"received strides {strides!r}")
+        raise ValueError(
+            f"retinanet: backbone {backbone!r} has feature maps at strides {sorted(trunk_strides)}, "
+            f"received strides {strides!r}"
+        )
     return strides
 
 
@@ -78,15 +81,37 @@ def feature_pyramid(maps, strides, channels: int) -> dict[int, keras.KerasTensor
     return dict(sorted(pyramid.items()))
 
 
-def subnet(pyramid, outputs_per_anchor: int, anchors_per_location: int, *, channels: int, depth: int,
-           name: str, bias_initializer="zeros"):
+def subnet(
+    pyramid,
+    outputs_per_anchor: int,
+    anchors_per_location: int,
+    *,
+    channels: int,
+    depth: int,
+    name: str,
+    bias_initializer="zeros",
+):
     """One subnet, its weights shared by every level; [B, anchors, outputs_per_anchor] over all levels."""
-    convolutions = [layers.Conv2D(channels, 3, padding="same", activation="relu",
-                                  kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-                                  name=f"{name}_conv{i + 1}") for i in range(depth)]
-    last = layers.Conv2D(outputs_per_anchor * anchors_per_location, 3, padding="same",
-                         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-                         bias_initializer=bias_initializer, dtype="float32", name=f"{name}_output")
+    convolutions = [
+        layers.Conv2D(
+            channels,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name=f"{name}_conv{i + 1}",
+        )
+        for i in range(depth)
+    ]
+    last = layers.Conv2D(
+        outputs_per_anchor * anchors_per_location,
+        3,
+        padding="same",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        bias_initializer=bias_initializer,
+        dtype="float32",
+        name=f"{name}_output",
+    )
     flat = []
     for stride, x in pyramid.items():
         for convolution in convolutions:
@@ -95,29 +120,53 @@ def subnet(pyramid, outputs_per_anchor: int, anchors_per_location: int, *, chann
     return layers.Concatenate(axis=1, name=f"{name}_all")(flat)
 
 
-@MODELS.register("retinanet", tasks=DETECTION_TASKS, paper="Lin et al. 2017", paper_input=(640, 640, 3),
-                 paper_classes=80)
-def retinanet(*, input_shape=(640, 640, 3), num_classes=None, backbone="resnet50", width=1.0,
-              strides=(8, 16, 32, 64, 128), anchor_size=4.0, scales=PAPER_SCALES, aspect_ratios=PAPER_ASPECT_RATIOS,
-              head_depth=4, prior_probability=0.01, pixel_mean=None, pixel_std=None) -> keras.Model:
+@MODELS.register(
+    "retinanet", tasks=DETECTION_TASKS, paper="Lin et al. 2017", paper_input=(640, 640, 3), paper_classes=80
+)
+def retinanet(
+    *,
+    input_shape=(640, 640, 3),
+    num_classes=None,
+    backbone="resnet50",
+    width=1.0,
+    strides=(8, 16, 32, 64, 128),
+    anchor_size=4.0,
+    scales=PAPER_SCALES,
+    aspect_ratios=PAPER_ASPECT_RATIOS,
+    head_depth=4,
+    prior_probability=0.01,
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     """RetinaNet (Lin et al. 2017) on a zoo trunk; see the module docstring. The defaults are the paper's:
     ResNet-50, pyramid levels P3-P7 (strides 8 to 128), anchors of side 4 x stride at 3 scales and
     3 aspect ratios, subnets of four 3x3 convolutions, prior probability 0.01."""
     check_classes(num_classes, model="retinanet")
     if head_depth < 0 or not 0 < prior_probability < 1 or anchor_size <= 0:
-        raise ValueError(f"retinanet: head_depth must be >= 0, prior_probability in (0, 1) and anchor_size > 0, "
-                         f"received {head_depth!r}, {prior_probability!r} and {anchor_size!r}")
-    trunk, maps = zoo_trunk(backbone, input_shape, width=width, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                            model="retinanet", option="backbone")
+        raise ValueError(
+            f"retinanet: head_depth must be >= 0, prior_probability in (0, 1) and anchor_size > 0, "
+            f"received {head_depth!r}, {prior_probability!r} and {anchor_size!r}"
+        )
+    trunk, maps = zoo_trunk(
+        backbone,
+        input_shape,
+        width=width,
+        pixel_mean=pixel_mean,
+        pixel_std=pixel_std,
+        model="retinanet",
+        option="backbone",
+    )
     strides = check_strides(strides, maps, backbone=backbone)
     channels = scaled(PYRAMID_CHANNELS, width)
     pyramid = feature_pyramid(maps, strides, channels)
     per_location = len(scales) * len(aspect_ratios)
     prior = keras.initializers.Constant(-math.log((1 - prior_probability) / prior_probability))
-    logits = subnet(pyramid, num_classes, per_location, channels=channels, depth=head_depth, name="class",
-                    bias_initializer=prior)
+    logits = subnet(
+        pyramid, num_classes, per_location, channels=channels, depth=head_depth, name="class", bias_initializer=prior
+    )
     deltas = subnet(pyramid, 4, per_location, channels=channels, depth=head_depth, name="box")
-    anchors = AnchorBoxes(strides, [anchor_size * s for s in strides], scales, aspect_ratios,
-                          dtype="float32", name="anchors")(trunk.input)
+    anchors = AnchorBoxes(
+        strides, [anchor_size * s for s in strides], scales, aspect_ratios, dtype="float32", name="anchors"
+    )(trunk.input)
     outputs = layers.Concatenate(axis=-1, dtype="float32", name="detections")([anchors, deltas, logits])
     return keras.Model(trunk.input, outputs, name="retinanet")

@@ -26,9 +26,16 @@ import keras
 from keras import layers
 
 from visionkit.layers.pooling_indices import MaxPoolingWithArgmax2D, MaxUnpooling2D
-from visionkit.models.common import (SEGMENTATION_TASKS, check_classes, check_input_multiple, image_input,
-                                     pixel_classifier, scaled)
-from visionkit.models.vgg import FILTERS, VARIANTS as VGG_VARIANTS
+from visionkit.models.common import (
+    SEGMENTATION_TASKS,
+    check_classes,
+    check_input_multiple,
+    image_input,
+    pixel_classifier,
+    scaled,
+)
+from visionkit.models.vgg import FILTERS
+from visionkit.models.vgg import VARIANTS as VGG_VARIANTS
 from visionkit.registry import MODELS
 
 # Convolutions per block, VGG-16 (Simonyan & Zisserman 2015, Table 1, configuration D): (2, 2, 3, 3, 3).
@@ -62,14 +69,24 @@ def decoder(x, indices, *, width: float):
     return x
 
 
-@MODELS.register("segnet", tasks=SEGMENTATION_TASKS, paper="Badrinarayanan et al. 2015", paper_input=(352, 480, 3),
-                 paper_classes=11)
-def segnet(*, input_shape=(352, 480, 3), num_classes=None, width=1.0, dropout=None, classifier_activation="softmax",
-           pixel_mean=None, pixel_std=None) -> keras.Model:
+@MODELS.register(
+    "segnet", tasks=SEGMENTATION_TASKS, paper="Badrinarayanan et al. 2015", paper_input=(352, 480, 3), paper_classes=11
+)
+def segnet(
+    *,
+    input_shape=(352, 480, 3),
+    num_classes=None,
+    width=1.0,
+    dropout=None,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     """SegNet (Badrinarayanan et al. 2015): VGG-16 encoder, decoder up-sampling with max-pooling indices."""
     check_classes(num_classes, model="segnet")
-    input_shape = check_input_multiple(input_shape, 2 ** len(CONVOLUTIONS), model="segnet",
-                                       why="five 2x2 poolings with indices")
+    input_shape = check_input_multiple(
+        input_shape, 2 ** len(CONVOLUTIONS), model="segnet", why="five 2x2 poolings with indices"
+    )
     inputs, x = image_input(input_shape, pixel_mean, pixel_std)
     x, indices = encoder(x, width=width)
     if dropout:

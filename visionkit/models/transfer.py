@@ -28,8 +28,10 @@ def copy_weights(source: keras.Model, target: keras.Model, *, skip: tuple[str, .
         theirs, ours = layer.get_weights(), destination.get_weights()
         shapes_theirs, shapes_ours = [w.shape for w in theirs], [w.shape for w in ours]
         if shapes_theirs != shapes_ours:
-            raise ValueError(f"layer '{layer.name}': weight shapes {shapes_theirs} in {source.name} "
-                             f"but {shapes_ours} in {target.name}")
+            raise ValueError(
+                f"layer '{layer.name}': weight shapes {shapes_theirs} in {source.name} "
+                f"but {shapes_ours} in {target.name}"
+            )
         destination.set_weights(theirs)
         copied.append(layer.name)
     return copied
@@ -58,8 +60,10 @@ def imagenet_source(name: str) -> tuple[str, str]:
     """(keras.applications class, preprocessing mode) of the ImageNet weights of model `name`."""
     source = MODELS.meta(name).get("imagenet")
     if source is None:
-        raise UserError(f"model.weights=imagenet is available for {', '.join(imagenet_models())}, not '{name}'; "
-                        f"use model.weights=<path> to start from a local weights file")
+        raise UserError(
+            f"model.weights=imagenet is available for {', '.join(imagenet_models())}, not '{name}'; "
+            f"use model.weights=<path> to start from a local weights file"
+        )
     return source
 
 
@@ -79,8 +83,10 @@ def load_imagenet_weights(model: keras.Model, name: str, *, weights: str | None 
     try:
         source = constructor(weights=weights, include_top=full, input_shape=(height, width, 3))
     except Exception as error:  # network, certificate and cache errors all mean the same to the user
-        raise UserError(f"could not get ImageNet weights for {name} from keras.applications ({error}); "
-                        f"download them once with network access or pass model.weights=<path>") from None
+        raise UserError(
+            f"could not get ImageNet weights for {name} from keras.applications ({error}); "
+            f"download them once with network access or pass model.weights=<path>"
+        ) from None
     copied = copy_weights(source, model)
     if mode == "caffe":
         first_conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))

@@ -30,15 +30,24 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from visionkit.models.common import (SEGMENTATION_TASKS, check_classes, check_input_multiple, image_input,
-                                     pixel_classifier, scaled, zoo_trunk)
+from visionkit.models.common import (
+    SEGMENTATION_TASKS,
+    check_classes,
+    check_input_multiple,
+    image_input,
+    pixel_classifier,
+    scaled,
+    zoo_trunk,
+)
 from visionkit.registry import MODELS
+
 BASE_FILTERS = 64
 DOWNSAMPLINGS = 4  # the deepest map is at stride 2**4 = 16
 MAX_DECODER_FILTERS = 512  # 64 * stride, at most U-Net's widest expanding level (deep zoo trunks reach stride 32)
 
 
 # --- U-Net ----------------------------------------------------------------------------------------------
+
 
 def conv_block(x, filters: int, *, batch_norm: bool, name: str):
     """Two 3x3 convolutions with ReLU (Fig. 1's blue arrows), each optionally batch-normalised."""
@@ -79,23 +88,40 @@ def expanding_path(maps: dict[int, keras.KerasTensor], *, width: float, batch_no
     return x
 
 
-@MODELS.register("unet", tasks=SEGMENTATION_TASKS, paper="Ronneberger et al. 2015", paper_input=(512, 512, 1),
-                 paper_classes=2)
-def unet(*, input_shape=(512, 512, 1), num_classes=None, width=1.0, encoder=None, batch_norm=True, dropout=0.5,
-         classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
+@MODELS.register(
+    "unet", tasks=SEGMENTATION_TASKS, paper="Ronneberger et al. 2015", paper_input=(512, 512, 1), paper_classes=2
+)
+def unet(
+    *,
+    input_shape=(512, 512, 1),
+    num_classes=None,
+    width=1.0,
+    encoder=None,
+    batch_norm=True,
+    dropout=0.5,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     """U-Net (Ronneberger et al. 2015, Fig. 1) with 'same' padding; see the module docstring.
 
     encoder: None for the paper's contracting path, or the name of a zoo classification trunk.
     """
     check_classes(num_classes, model="unet")
     if encoder is None:
-        input_shape = check_input_multiple(input_shape, 2**DOWNSAMPLINGS, model="unet",
-                                           why="four 2x2 poolings")
+        input_shape = check_input_multiple(input_shape, 2**DOWNSAMPLINGS, model="unet", why="four 2x2 poolings")
         inputs, x = image_input(input_shape, pixel_mean, pixel_std)
         maps = contracting_path(x, width=width, batch_norm=batch_norm)
     else:
-        trunk, maps = zoo_trunk(encoder, input_shape, width=width, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                                model="unet", option="encoder")
+        trunk, maps = zoo_trunk(
+            encoder,
+            input_shape,
+            width=width,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            model="unet",
+            option="encoder",
+        )
         inputs = trunk.input
     x = expanding_path(maps, width=width, batch_norm=batch_norm, dropout=dropout)
     return keras.Model(inputs, pixel_classifier(x, num_classes, classifier_activation), name="unet")

@@ -23,8 +23,15 @@ from keras import layers
 
 from visionkit.layers.lrn import LocalResponseNormalization
 from visionkit.models.alexnet import dense_classifier
-from visionkit.models.common import (IMAGE_TASKS, check_input_shape, check_top, image_input, register_variants,
-                                     scaled, tap)
+from visionkit.models.common import (
+    IMAGE_TASKS,
+    check_input_shape,
+    check_top,
+    image_input,
+    register_variants,
+    scaled,
+    tap,
+)
 
 FILTERS = (64, 128, 256, 512, 512)
 
@@ -39,16 +46,27 @@ VARIANTS = {
 }
 
 
-def vgg(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=True, width=1.0, dropout=0.5,
-        classifier_activation="softmax", pixel_mean=None, pixel_std=None) -> keras.Model:
+def vgg(
+    variant,
+    *,
+    input_shape=(224, 224, 3),
+    num_classes=None,
+    include_top=True,
+    width=1.0,
+    dropout=0.5,
+    classifier_activation="softmax",
+    pixel_mean=None,
+    pixel_std=None,
+) -> keras.Model:
     _, blocks, lrn = VARIANTS[variant]
     input_shape = check_input_shape(input_shape, min_size=32, model=variant)
     check_top(num_classes, include_top, model=variant)
     inputs, x = image_input(input_shape, pixel_mean, pixel_std)
     for block, (filters, kernels) in enumerate(zip(FILTERS, blocks), start=1):
         for index, kernel in enumerate(kernels, start=1):
-            x = layers.Conv2D(scaled(filters, width), kernel, padding="same", activation="relu",
-                              name=f"block{block}_conv{index}")(x)
+            x = layers.Conv2D(
+                scaled(filters, width), kernel, padding="same", activation="relu", name=f"block{block}_conv{index}"
+            )(x)
             if lrn and block == index == 1:
                 x = LocalResponseNormalization(name="block1_lrn")(x)
         if block > 1:
@@ -56,12 +74,20 @@ def vgg(variant, *, input_shape=(224, 224, 3), num_classes=None, include_top=Tru
         x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
     x = tap(x, 32)
     if include_top:
-        x = dense_classifier(x, num_classes, names=("fc1", "fc2"), width=width, dropout=dropout,
-                             activation=classifier_activation)
+        x = dense_classifier(
+            x, num_classes, names=("fc1", "fc2"), width=width, dropout=dropout, activation=classifier_activation
+        )
     return keras.Model(inputs, x, name=variant)
 
 
-register_variants(globals(), vgg, VARIANTS, paper="Simonyan & Zisserman 2015", tasks=IMAGE_TASKS,
-                  paper_input=(224, 224, 3), paper_classes=1000,
-                  imagenet={"vgg16": ("VGG16", "caffe"), "vgg19": ("VGG19", "caffe")},
-                  describe=lambda v: f"{v}: configuration {VARIANTS[v][0]} of Simonyan & Zisserman 2015, Table 1.")
+register_variants(
+    globals(),
+    vgg,
+    VARIANTS,
+    paper="Simonyan & Zisserman 2015",
+    tasks=IMAGE_TASKS,
+    paper_input=(224, 224, 3),
+    paper_classes=1000,
+    imagenet={"vgg16": ("VGG16", "caffe"), "vgg19": ("VGG19", "caffe")},
+    describe=lambda v: f"{v}: configuration {VARIANTS[v][0]} of Simonyan & Zisserman 2015, Table 1.",
+)

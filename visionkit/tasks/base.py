@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -36,8 +37,10 @@ class Task:
         the builder's other keywords."""
         fixed = sorted(kwargs.keys() & {"num_classes", *self.head})
         if fixed:
-            raise UserError(f"task '{self.name}' sets the model's {', '.join(fixed)} itself; leave it out, or build "
-                            f"the architecture alone with visionkit.models.build")
+            raise UserError(
+                f"task '{self.name}' sets the model's {', '.join(fixed)} itself; leave it out, or build "
+                f"the architecture alone with visionkit.models.build"
+            )
         return builder(input_shape=input_shape, num_classes=num_outputs, **self.head, **kwargs)
 
     def loss(self) -> keras.losses.Loss:
@@ -46,8 +49,10 @@ class Task:
     def output_losses(self, output_names: list[str]) -> tuple[dict, dict]:
         """({output: loss}, {output: loss weight}) of a model with several outputs: by default the main
         output and its auxiliary heads (GoogLeNet) learn the same targets, the heads with a smaller weight."""
-        return ({name: self.loss() for name in output_names},
-                {name: 1.0 if name == MAIN_OUTPUT else AUX_LOSS_WEIGHT for name in output_names})
+        return (
+            {name: self.loss() for name in output_names},
+            {name: 1.0 if name == MAIN_OUTPUT else AUX_LOSS_WEIGHT for name in output_names},
+        )
 
     def metrics(self, num_outputs: int) -> list[keras.metrics.Metric]:
         raise NotImplementedError

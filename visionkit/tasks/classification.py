@@ -37,8 +37,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return counts
 
 
-def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str],
-                           top_k: int = 5) -> dict[str, float]:
+def classification_metrics(
+    y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str], top_k: int = 5
+) -> dict[str, float]:
     """Accuracy, top-k accuracy, macro and per-class precision/recall/F1 (0 where undefined)."""
     num_classes = probabilities.shape[1]
     y_pred = probabilities.argmax(axis=1)
@@ -48,7 +49,7 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_
     recall = np.divide(true_pos, counts.sum(axis=1), out=np.zeros(num_classes), where=counts.sum(axis=1) > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_classes), where=precision + recall > 0)
     # Named by the requested k; with fewer classes than k every label is in the top k.
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :min(top_k, num_classes)]
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(top_k, num_classes)]
     metrics = {
         "accuracy": float(np.mean(y_pred == y_true)),
         f"top{top_k}_accuracy": float(np.mean((top == y_true[:, None]).any(axis=1))),
@@ -86,9 +87,12 @@ class Classification(Task):
         return SparseCrossentropy(label_smoothing=self.label_smoothing)
 
     def metrics(self, num_outputs):
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                keras.metrics.SparseTopKCategoricalAccuracy(k=min(self.top_k, num_outputs),
-                                                            name=f"top{self.top_k}_accuracy")]
+        return [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(
+                k=min(self.top_k, num_outputs), name=f"top{self.top_k}_accuracy"
+            ),
+        ]
 
     def evaluate(self, y_true, y_pred, data):
         return classification_metrics(y_true, y_pred, data.class_names, self.top_k)
@@ -101,5 +105,7 @@ class Classification(Task):
         return {"probabilities": outputs, "class_ids": ops.cast(ops.argmax(outputs, axis=-1), "int32")}
 
     def prediction_rows(self, outputs, data):
-        return [{"class_id": int(i), "class_name": data.class_names[int(i)], "probability": float(p[int(i)])}
-                for i, p in zip(outputs["class_ids"], outputs["probabilities"])]
+        return [
+            {"class_id": int(i), "class_name": data.class_names[int(i)], "probability": float(p[int(i)])}
+            for i, p in zip(outputs["class_ids"], outputs["probabilities"])
+        ]

@@ -86,25 +86,36 @@ class DetectionLoss(keras.losses.Loss):
     `box_weight` x smooth L1 of the box deltas of the positives, both divided by the number of
     positive anchors in the batch (section 4). y_true: [B, M, 5] padded truths; y_pred: [B, A, 8 + K]."""
 
-    def __init__(self, positive_iou: float = 0.5, negative_iou: float = 0.4, focal_alpha: float = 0.25,
-                 focal_gamma: float = 2.0, box_weight: float = 1.0, name: str = "detection_loss", **kwargs):
+    def __init__(
+        self,
+        positive_iou: float = 0.5,
+        negative_iou: float = 0.4,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        box_weight: float = 1.0,
+        name: str = "detection_loss",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         if not 0 < negative_iou <= positive_iou <= 1:
-            raise ValueError(f"need 0 < negative_iou <= positive_iou <= 1, received negative_iou={negative_iou!r}, "
-                             f"positive_iou={positive_iou!r}")
+            raise ValueError(
+                f"need 0 < negative_iou <= positive_iou <= 1, received negative_iou={negative_iou!r}, "
+                f"positive_iou={positive_iou!r}"
+            )
         self.positive_iou, self.negative_iou = float(positive_iou), float(negative_iou)
         self.focal_alpha, self.focal_gamma, self.box_weight = float(focal_alpha), float(focal_gamma), float(box_weight)
 
     def call(self, y_true, y_pred):
         anchors, deltas, logits = split_outputs(y_pred)
         boxes, classes = y_true[..., :4], y_true[..., 4]
-        matched, positive, negative = match_anchors(anchors, boxes, classes >= 0, self.positive_iou,
-                                                    self.negative_iou)
+        matched, positive, negative = match_anchors(anchors, boxes, classes >= 0, self.positive_iou, self.negative_iou)
         positive = ops.cast(positive, y_pred.dtype)
         counted = ops.maximum(ops.sum(positive), 1.0)
         truth_boxes, truth_classes = matched_truths(boxes, classes, matched)
-        targets = ops.one_hot(ops.cast(truth_classes, "int32"), ops.shape(logits)[-1],
-                              dtype=y_pred.dtype) * positive[..., None]
+        targets = (
+            ops.one_hot(ops.cast(truth_classes, "int32"), ops.shape(logits)[-1], dtype=y_pred.dtype)
+            * positive[..., None]
+        )
         focal = ops.sum(sigmoid_focal_loss(targets, logits, self.focal_alpha, self.focal_gamma), axis=-1)
         not_ignored = ops.cast(ops.logical_or(positive > 0, negative), y_pred.dtype)
         class_loss = ops.sum(focal * not_ignored) / counted
@@ -113,15 +124,22 @@ class DetectionLoss(keras.losses.Loss):
         return class_loss + self.box_weight * box_loss
 
     def get_config(self):
-        return {**super().get_config(), "positive_iou": self.positive_iou, "negative_iou": self.negative_iou,
-                "focal_alpha": self.focal_alpha, "focal_gamma": self.focal_gamma, "box_weight": self.box_weight}
+        return {
+            **super().get_config(),
+            "positive_iou": self.positive_iou,
+            "negative_iou": self.negative_iou,
+            "focal_alpha": self.focal_alpha,
+            "focal_gamma": self.focal_gamma,
+            "box_weight": self.box_weight,
+        }
 
 
 def truth_lists(y_true: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Per image {"boxes": [N, 4], "classes": [N]} from padded targets [B, M, 5]."""
     y_true = np.asarray(y_true)
-    return [{"boxes": rows[rows[:, 4] >= 0, :4], "classes": rows[rows[:, 4] >= 0, 4].astype(np.int64)}
-            for rows in y_true]
+    return [
+        {"boxes": rows[rows[:, 4] >= 0, :4], "classes": rows[rows[:, 4] >= 0, 4].astype(np.int64)} for rows in y_true
+    ]
 
 
 class ValidationMAP(keras.callbacks.Callback):
@@ -129,7 +147,7 @@ class ValidationMAP(keras.callbacks.Callback):
     callbacks after it (progress, and tracking and checkpoints where they come later). A Keras
     metric cannot run COCOeval, hence a callback."""
 
-    def __init__(self, task: "Detection", images: np.ndarray, targets: np.ndarray, data):
+    def __init__(self, task: Detection, images: np.ndarray, targets: np.ndarray, data):
         super().__init__()
         self.task, self.images, self.targets, self.data = task, images, targets, data
 
@@ -138,8 +156,7 @@ class ValidationMAP(keras.callbacks.Callback):
         if isinstance(outputs, dict):  # a two-stage detector in training also outputs its proposal network's
             outputs = outputs[MAIN_OUTPUT]
         predicted = self.task.detections(outputs)
-        metrics = coco_metrics(truth_lists(self.targets), predicted, self.data.class_names,
-                               self.data.image_shape[:2])
+        metrics = coco_metrics(truth_lists(self.targets), predicted, self.data.class_names, self.data.image_shape[:2])
         if logs is not None:
             logs.update({"val_map": metrics["map"], "val_map50": metrics["map50"]})
 
@@ -154,26 +171,50 @@ class Detection(Task):
     averages_views = False  # raw anchor outputs of a mirrored image belong to other anchors
     headline_metrics = ("map", "map50", "map75")
 
-    def __init__(self, max_boxes: int = 16, positive_iou: float = 0.5, negative_iou: float = 0.4,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0, box_loss_weight: float = 1.0,
-                 score_threshold: float = 0.05, nms_iou: float = 0.5, max_detections: int = 100,
-                 val_map_images: int = 256, gallery_images: int = 16):
+    def __init__(
+        self,
+        max_boxes: int = 16,
+        positive_iou: float = 0.5,
+        negative_iou: float = 0.4,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        box_loss_weight: float = 1.0,
+        score_threshold: float = 0.05,
+        nms_iou: float = 0.5,
+        max_detections: int = 100,
+        val_map_images: int = 256,
+        gallery_images: int = 16,
+    ):
         from keras_cv.layers import NonMaxSuppression
 
-        for key, value in (("max_boxes", max_boxes), ("max_detections", max_detections),
-                           ("val_map_images", val_map_images), ("gallery_images", gallery_images)):
+        for key, value in (
+            ("max_boxes", max_boxes),
+            ("max_detections", max_detections),
+            ("val_map_images", val_map_images),
+            ("gallery_images", gallery_images),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, received {value!r}")
         for key, value in (("score_threshold", score_threshold), ("nms_iou", nms_iou)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{key} must be in [0, 1], received {value!r}")
-        self.loss_options = {"positive_iou": positive_iou, "negative_iou": negative_iou, "focal_alpha": focal_alpha,
-                             "focal_gamma": focal_gamma, "box_weight": box_loss_weight}
+        self.loss_options = {
+            "positive_iou": positive_iou,
+            "negative_iou": negative_iou,
+            "focal_alpha": focal_alpha,
+            "focal_gamma": focal_gamma,
+            "box_weight": box_loss_weight,
+        }
         DetectionLoss(**self.loss_options)  # validates the options
         self.max_boxes, self.val_map_images, self.gallery_images = max_boxes, val_map_images, gallery_images
         self.suppression = {"score_threshold": score_threshold, "nms_iou": nms_iou, "max_detections": max_detections}
-        self.nms = NonMaxSuppression("xyxy", from_logits=False, iou_threshold=nms_iou,
-                                     confidence_threshold=score_threshold, max_detections=max_detections)
+        self.nms = NonMaxSuppression(
+            "xyxy",
+            from_logits=False,
+            iou_threshold=nms_iou,
+            confidence_threshold=score_threshold,
+            max_detections=max_detections,
+        )
 
     def num_outputs(self, data) -> int:
         return len(data.class_names)
@@ -185,8 +226,10 @@ class Detection(Task):
         """A two-stage detector's outputs: the detection head's and the proposal network's losses, weighted
         equally (Ren et al. 2015, eq. 1)."""
         if set(output_names) != {MAIN_OUTPUT, PROPOSALS_OUTPUT}:
-            raise ValueError(f"a detector's outputs are {MAIN_OUTPUT!r} and optionally {PROPOSALS_OUTPUT!r}, "
-                             f"received {list(output_names)}")
+            raise ValueError(
+                f"a detector's outputs are {MAIN_OUTPUT!r} and optionally {PROPOSALS_OUTPUT!r}, "
+                f"received {list(output_names)}"
+            )
         return {MAIN_OUTPUT: RegionLoss(), PROPOSALS_OUTPUT: ProposalLoss()}, {MAIN_OUTPUT: 1.0, PROPOSALS_OUTPUT: 1.0}
 
     def metrics(self, num_outputs):
@@ -197,10 +240,11 @@ class Detection(Task):
         for i, sample in enumerate(samples):
             boxes = np.asarray(sample["boxes"], np.float32).reshape(-1, 4)
             if len(boxes) > self.max_boxes:
-                raise UserError(f"an image has {len(boxes)} boxes, more than task.max_boxes={self.max_boxes}; "
-                                f"raise task.max_boxes")
-            targets[i, :len(boxes), :4] = boxes
-            targets[i, :len(boxes), 4] = np.asarray(sample["classes"]).reshape(-1)
+                raise UserError(
+                    f"an image has {len(boxes)} boxes, more than task.max_boxes={self.max_boxes}; raise task.max_boxes"
+                )
+            targets[i, : len(boxes), :4] = boxes
+            targets[i, : len(boxes), 4] = np.asarray(sample["classes"]).reshape(-1)
         return targets
 
     def training_callbacks(self, data, log_figure) -> list[keras.callbacks.Callback]:
@@ -215,22 +259,30 @@ class Detection(Task):
         """Per image {"boxes", "scores", "classes"} after decoding and non-maximum suppression."""
         found = []
         for start in range(0, len(outputs), DECODE_BATCH):
-            served = self.serving_outputs(ops.convert_to_tensor(outputs[start:start + DECODE_BATCH]))
+            served = self.serving_outputs(ops.convert_to_tensor(outputs[start : start + DECODE_BATCH]))
             served = {k: ops.convert_to_numpy(v) for k, v in served.items()}
-            found += [{"boxes": served["boxes"][i, :n], "scores": served["scores"][i, :n],
-                       "classes": served["classes"][i, :n]} for i, n in enumerate(served["num_detections"])]
+            found += [
+                {
+                    "boxes": served["boxes"][i, :n],
+                    "scores": served["scores"][i, :n],
+                    "classes": served["classes"][i, :n],
+                }
+                for i, n in enumerate(served["num_detections"])
+            ]
         return found
 
     def evaluate(self, y_true, y_pred, data):
-        metrics = coco_metrics(truth_lists(y_true), self.detections(y_pred), data.class_names,
-                               data.image_shape[:2])
+        metrics = coco_metrics(truth_lists(y_true), self.detections(y_pred), data.class_names, data.image_shape[:2])
         return {key: value for key, value in metrics.items() if not math.isnan(value)}  # NaN: no such truths
 
     def figures(self, y_true, y_pred, data):
         truths, predicted = truth_lists(y_true), self.detections(y_pred)
-        return {"detections.png": detection_gallery(data.test.images, truths, predicted, data.class_names,
-                                                    max_images=self.gallery_images),
-                "precision_recall.png": precision_recall_figure(truths, predicted, data.class_names)}
+        return {
+            "detections.png": detection_gallery(
+                data.test.images, truths, predicted, data.class_names, max_images=self.gallery_images
+            ),
+            "precision_recall.png": precision_recall_figure(truths, predicted, data.class_names),
+        }
 
     def serving_outputs(self, outputs):
         """boxes (pixel xyxy) [B, D, 4], scores [B, D], classes [B, D] int32 and num_detections [B] int32,
@@ -243,16 +295,22 @@ class Detection(Task):
         same = ops.all(ops.equal(found["boxes"][:, :, None, :], shifted[:, None, :, :]), axis=-1)
         kept = ops.take_along_axis(boxes, ops.argmax(ops.cast(same, "int32"), axis=-1)[..., None], axis=1)
         boxes = ops.where(classes[..., None] >= 0, ops.cast(kept, "float32"), PADDING)
-        return {"boxes": boxes, "scores": ops.cast(found["confidence"], "float32"), "classes": classes,
-                "num_detections": ops.cast(found["num_detections"], "int32")}
+        return {
+            "boxes": boxes,
+            "scores": ops.cast(found["confidence"], "float32"),
+            "classes": classes,
+            "num_detections": ops.cast(found["num_detections"], "int32"),
+        }
 
     def prediction_rows(self, outputs, data) -> list[dict[str, Any]]:
         """Per image: the number of detections and a JSON list of {class, score, box}."""
         rows = []
-        for boxes, scores, classes, count in zip(outputs["boxes"], outputs["scores"], outputs["classes"],
-                                                 outputs["num_detections"]):
-            found = [{"class": data.class_names[int(c)], "score": round(float(s), 4),
-                      "box": [round(float(v), 1) for v in b]} for b, s, c in zip(boxes[:count], scores[:count],
-                                                                                 classes[:count])]
+        for boxes, scores, classes, count in zip(
+            outputs["boxes"], outputs["scores"], outputs["classes"], outputs["num_detections"]
+        ):
+            found = [
+                {"class": data.class_names[int(c)], "score": round(float(s), 4), "box": [round(float(v), 1) for v in b]}
+                for b, s, c in zip(boxes[:count], scores[:count], classes[:count])
+            ]
             rows.append({"num_detections": int(count), "detections": json.dumps(found)})
         return rows

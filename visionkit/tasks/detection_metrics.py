@@ -24,8 +24,9 @@ from pycocotools.cocoeval import COCOeval
 SUMMARY_STATS = {"map": 0, "map50": 1, "map75": 2, "map_small": 3, "map_medium": 4, "map_large": 5, "mar100": 8}
 
 
-def coco_metrics(truths: list[dict], predictions: list[dict], class_names: list[str],
-                 image_size: tuple[int, int]) -> dict[str, float]:
+def coco_metrics(
+    truths: list[dict], predictions: list[dict], class_names: list[str], image_size: tuple[int, int]
+) -> dict[str, float]:
     """COCO box metrics: map (AP@[.5:.95]), map50, map75, map_small/medium/large, mar100 (AR, 100
     detections per image) and ap_<class name> (AP@[.5:.95] of each class).
 
@@ -41,24 +42,31 @@ def coco_metrics(truths: list[dict], predictions: list[dict], class_names: list[
     return metrics
 
 
-def precision_recall_figure(truths: list[dict], predictions: list[dict], class_names: list[str],
-                            iou: float = 0.5) -> Figure:
+def precision_recall_figure(
+    truths: list[dict], predictions: list[dict], class_names: list[str], iou: float = 0.5
+) -> Figure:
     """Precision against recall for each class at one of COCO's IoU thresholds (0.50, 0.55, ... 0.95):
     COCOeval's 101-point interpolated curves, all areas, 100 detections per image."""
     evaluation = _evaluate(truths, predictions, class_names)
     thresholds = evaluation.params.iouThrs
     matches = np.flatnonzero(np.isclose(thresholds, iou))
     if not matches.size:
-        raise ValueError(f"iou must be one of COCO's thresholds {', '.join(f'{t:.2f}' for t in thresholds)}, "
-                         f"received {iou!r}")
+        raise ValueError(
+            f"iou must be one of COCO's thresholds {', '.join(f'{t:.2f}' for t in thresholds)}, received {iou!r}"
+        )
     precision = _precision(evaluation)[matches[0]]  # [R, K]
     fig = Figure(figsize=(5.5, 4.5))
     ax = fig.add_subplot()
     for k, name in enumerate(class_names):
         if precision[0, k] >= 0:  # -1: no ground truth of this class
             ax.plot(evaluation.params.recThrs, precision[:, k], label=f"{name} (AP {precision[:, k].mean():.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-           title=f"Precision-recall at IoU {thresholds[matches[0]]:.2f}")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="recall",
+        ylabel="precision",
+        title=f"Precision-recall at IoU {thresholds[matches[0]]:.2f}",
+    )
     if ax.lines:
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -67,10 +75,12 @@ def precision_recall_figure(truths: list[dict], predictions: list[dict], class_n
 
 # ---- COCOeval on in-memory data ------------------------------------------------------------------
 
+
 def _evaluate(truths, predictions, class_names, image_size=None) -> COCOeval:
     if len(truths) != len(predictions):
-        raise ValueError(f"truths and predictions must cover the same images, received {len(truths)} and "
-                         f"{len(predictions)} entries")
+        raise ValueError(
+            f"truths and predictions must cover the same images, received {len(truths)} and {len(predictions)} entries"
+        )
     unscored = [i for i, entry in enumerate(predictions) if "scores" not in entry]
     if unscored:
         first = unscored[0]
@@ -81,8 +91,9 @@ def _evaluate(truths, predictions, class_names, image_size=None) -> COCOeval:
     truth_records = _annotations(truths, len(class_names), "truths")
     prediction_records = _annotations(predictions, len(class_names), "predictions")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress with print
-        evaluation = COCOeval(_coco(images, categories, truth_records),
-                              _coco(images, categories, prediction_records), iouType="bbox")
+        evaluation = COCOeval(
+            _coco(images, categories, truth_records), _coco(images, categories, prediction_records), iouType="bbox"
+        )
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
@@ -106,9 +117,14 @@ def _annotations(per_image, num_classes, what):
         columns = {key: np.asarray(entry[key]).reshape(-1) for key in ("scores", "iscrowd") if key in entry}
         _check_entry(boxes, classes, columns, num_classes, f"{what}[{image_index}]")
         for n, ((x1, y1, x2, y2), cls) in enumerate(zip(boxes, classes)):
-            record = {"id": len(records) + 1, "image_id": image_index + 1, "category_id": int(cls) + 1,
-                      "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                      "iscrowd": int(columns["iscrowd"][n]) if "iscrowd" in columns else 0}
+            record = {
+                "id": len(records) + 1,
+                "image_id": image_index + 1,
+                "category_id": int(cls) + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": int(columns["iscrowd"][n]) if "iscrowd" in columns else 0,
+            }
             if "scores" in columns:
                 record["score"] = float(columns["scores"][n])
             records.append(record)
@@ -118,14 +134,19 @@ def _annotations(per_image, num_classes, what):
 def _check_entry(boxes, classes, columns, num_classes, where):
     lengths = {"boxes": len(boxes), "classes": len(classes), **{key: len(value) for key, value in columns.items()}}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"{where}: boxes, classes and {', '.join(columns)} must have one entry per box, "
-                         f"received lengths {lengths}")
+        raise ValueError(
+            f"{where}: boxes, classes and {', '.join(columns)} must have one entry per box, received lengths {lengths}"
+        )
     if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
-        raise ValueError(f"{where}: classes must lie in 0..{num_classes - 1} (one per class name), "
-                         f"received {sorted(set(classes.tolist()))}")
+        raise ValueError(
+            f"{where}: classes must lie in 0..{num_classes - 1} (one per class name), "
+            f"received {sorted(set(classes.tolist()))}"
+        )
     if np.any(boxes[:, 2:] < boxes[:, :2]):
-        raise ValueError(f"{where}: boxes must be xyxy with x2 >= x1 and y2 >= y1, received "
-                         f"{boxes[np.any(boxes[:, 2:] < boxes[:, :2], axis=1)][0].tolist()}")
+        raise ValueError(
+            f"{where}: boxes must be xyxy with x2 >= x1 and y2 >= y1, received "
+            f"{boxes[np.any(boxes[:, 2:] < boxes[:, :2], axis=1)][0].tolist()}"
+        )
 
 
 def _precision(evaluation) -> np.ndarray:

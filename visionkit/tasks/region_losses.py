@@ -30,6 +30,7 @@ from visionkit.layers.box_coding import encode_deltas, iou_with_truths, match_an
 
 # ---- element-wise losses, shared with the dense detector's DetectionLoss (visionkit.tasks.detection) ----
 
+
 def sigmoid_focal_loss(targets, logits, alpha: float, gamma: float):
     """Lin et al. 2017, eq. 5: -alpha_t (1 - p_t)^gamma log(p_t), element-wise on sigmoid logits."""
     probability = ops.sigmoid(logits)
@@ -45,6 +46,7 @@ def smooth_l1(difference, beta: float = 1.0):
 
 
 # ---- Faster R-CNN ----
+
 
 def minibatch_expectation(losses, objects, background, size: int, object_fraction: float):
     """Per image, the expected mean loss over a minibatch of `size` examples of which at most
@@ -71,13 +73,23 @@ class ProposalLoss(keras.losses.Loss):
     minibatch of `anchors_per_image` anchors, plus `box_weight` x smooth L1 of the objects' deltas.
     y_true: [B, M, 5] padded truths (their classes do not matter); y_pred: [B, A, 9]."""
 
-    def __init__(self, positive_iou: float = 0.7, negative_iou: float = 0.3, anchors_per_image: int = 256,
-                 object_fraction: float = 0.5, box_weight: float = 1.0, name: str = "proposal_loss", **kwargs):
+    def __init__(
+        self,
+        positive_iou: float = 0.7,
+        negative_iou: float = 0.3,
+        anchors_per_image: int = 256,
+        object_fraction: float = 0.5,
+        box_weight: float = 1.0,
+        name: str = "proposal_loss",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         if not 0 < negative_iou <= positive_iou <= 1 or anchors_per_image < 1 or not 0 < object_fraction <= 1:
-            raise ValueError(f"need 0 < negative_iou <= positive_iou <= 1, anchors_per_image >= 1 and object_fraction "
-                             f"in (0, 1], received {negative_iou!r}, {positive_iou!r}, {anchors_per_image!r}, "
-                             f"{object_fraction!r}")
+            raise ValueError(
+                f"need 0 < negative_iou <= positive_iou <= 1, anchors_per_image >= 1 and object_fraction "
+                f"in (0, 1], received {negative_iou!r}, {positive_iou!r}, {anchors_per_image!r}, "
+                f"{object_fraction!r}"
+            )
         self.positive_iou, self.negative_iou = float(positive_iou), float(negative_iou)
         self.anchors_per_image, self.object_fraction = int(anchors_per_image), float(object_fraction)
         self.box_weight = float(box_weight)
@@ -85,20 +97,25 @@ class ProposalLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         anchors, deltas, logits = y_pred[..., :4], y_pred[..., 4:8], y_pred[..., 8]
         boxes, classes = y_true[..., :4], y_true[..., 4]
-        matched, positive, negative = match_anchors(anchors, boxes, classes >= 0, self.positive_iou,
-                                                    self.negative_iou)
+        matched, positive, negative = match_anchors(anchors, boxes, classes >= 0, self.positive_iou, self.negative_iou)
         objects, background = ops.cast(positive, y_pred.dtype), ops.cast(negative, y_pred.dtype)
         log_loss = ops.binary_crossentropy(objects, logits, from_logits=True)
-        class_loss, object_share = minibatch_expectation(log_loss, objects, background, self.anchors_per_image,
-                                                         self.object_fraction)
+        class_loss, object_share = minibatch_expectation(
+            log_loss, objects, background, self.anchors_per_image, self.object_fraction
+        )
         truth_boxes, _ = matched_truths(boxes, classes, matched)
         box_loss = object_share * object_box_loss(anchors, truth_boxes, deltas, objects)
         return class_loss + self.box_weight * box_loss
 
     def get_config(self):
-        return {**super().get_config(), "positive_iou": self.positive_iou, "negative_iou": self.negative_iou,
-                "anchors_per_image": self.anchors_per_image, "object_fraction": self.object_fraction,
-                "box_weight": self.box_weight}
+        return {
+            **super().get_config(),
+            "positive_iou": self.positive_iou,
+            "negative_iou": self.negative_iou,
+            "anchors_per_image": self.anchors_per_image,
+            "object_fraction": self.object_fraction,
+            "box_weight": self.box_weight,
+        }
 
 
 @keras.saving.register_keras_serializable(package="visionkit")
@@ -108,12 +125,20 @@ class RegionLoss(keras.losses.Loss):
     plus `box_weight` x smooth L1 of the objects' deltas for their true class.
     y_true: [B, M, 5] padded truths; y_pred: [B, R, 1 + K, 9]."""
 
-    def __init__(self, foreground_iou: float = 0.5, object_fraction: float = 0.25, box_weight: float = 1.0,
-                 name: str = "region_loss", **kwargs):
+    def __init__(
+        self,
+        foreground_iou: float = 0.5,
+        object_fraction: float = 0.25,
+        box_weight: float = 1.0,
+        name: str = "region_loss",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         if not 0 < foreground_iou <= 1 or not 0 < object_fraction <= 1:
-            raise ValueError(f"need foreground_iou and object_fraction in (0, 1], received {foreground_iou!r} and "
-                             f"{object_fraction!r}")
+            raise ValueError(
+                f"need foreground_iou and object_fraction in (0, 1], received {foreground_iou!r} and "
+                f"{object_fraction!r}"
+            )
         self.foreground_iou, self.object_fraction = float(foreground_iou), float(object_fraction)
         self.box_weight = float(box_weight)
 
@@ -125,13 +150,19 @@ class RegionLoss(keras.losses.Loss):
         truth_boxes, truth_classes = matched_truths(boxes, classes, ops.argmax(iou, axis=-1))
         labels = ops.cast(objects * (truth_classes + 1), "int32")  # 0: background
         log_loss = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        class_loss, object_share = minibatch_expectation(log_loss, objects, 1.0 - objects, regions.shape[1],
-                                                         self.object_fraction)
-        class_deltas = ops.sum(deltas * ops.one_hot(ops.maximum(labels - 1, 0), deltas.shape[2],
-                                                    dtype=deltas.dtype)[..., None], axis=2)
+        class_loss, object_share = minibatch_expectation(
+            log_loss, objects, 1.0 - objects, regions.shape[1], self.object_fraction
+        )
+        class_deltas = ops.sum(
+            deltas * ops.one_hot(ops.maximum(labels - 1, 0), deltas.shape[2], dtype=deltas.dtype)[..., None], axis=2
+        )
         box_loss = object_share * object_box_loss(regions, truth_boxes, class_deltas, objects)
         return class_loss + self.box_weight * box_loss
 
     def get_config(self):
-        return {**super().get_config(), "foreground_iou": self.foreground_iou,
-                "object_fraction": self.object_fraction, "box_weight": self.box_weight}
+        return {
+            **super().get_config(),
+            "foreground_iou": self.foreground_iou,
+            "object_fraction": self.object_fraction,
+            "box_weight": self.box_weight,
+        }

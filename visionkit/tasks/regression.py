@@ -9,8 +9,10 @@ from visionkit.analysis.plots import scatter_figure
 from visionkit.registry import TASKS
 from visionkit.tasks.base import Task
 
-LOSSES = {"mse": lambda delta: keras.losses.MeanSquaredError(name="mse"),
-          "huber": lambda delta: keras.losses.Huber(delta=delta, name="huber")}
+LOSSES = {
+    "mse": lambda delta: keras.losses.MeanSquaredError(name="mse"),
+    "huber": lambda delta: keras.losses.Huber(delta=delta, name="huber"),
+}
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, target_names: list[str]) -> dict[str, float]:
@@ -53,8 +55,11 @@ class Regression(Task):
         return LOSSES[self.loss_name](self.huber_delta)
 
     def metrics(self, num_outputs):
-        return [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse"),
-                keras.metrics.R2Score(name="r2")]
+        return [
+            keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.RootMeanSquaredError(name="rmse"),
+            keras.metrics.R2Score(name="r2"),
+        ]
 
     def evaluate(self, y_true, y_pred, data):
         return regression_metrics(y_true, y_pred, data.target_names)

@@ -8,7 +8,8 @@ pixels (crowd regions, borders created by augmentation), which no loss or metric
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,8 +32,10 @@ def mask_class_names(data) -> list[str]:
 
 # ---- numpy: the final evaluation ----
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """counts[true, predicted] over every labelled pixel."""
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     valid = y_true != ignore_index
@@ -49,20 +52,25 @@ def scores_from_confusion(counts: np.ndarray) -> dict[str, np.ndarray | float]:
     false_pos, false_neg = counts.sum(axis=0) - true_pos, counts.sum(axis=1) - true_pos
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(true_pos + false_pos + false_neg > 0, true_pos / (true_pos + false_pos + false_neg), np.nan)
-        dice = np.where(true_pos + false_pos + false_neg > 0, 2 * true_pos / (2 * true_pos + false_pos + false_neg),
-                        np.nan)
+        dice = np.where(
+            true_pos + false_pos + false_neg > 0, 2 * true_pos / (2 * true_pos + false_pos + false_neg), np.nan
+        )
     accuracy = true_pos.sum() / counts.sum() if counts.sum() else float("nan")
     return {"iou": iou, "dice": dice, "pixel_accuracy": float(accuracy)}
 
 
-def segmentation_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
-                         ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
+def segmentation_metrics(
+    y_true: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], ignore_index: int = IGNORE_INDEX
+) -> dict[str, float]:
     """mean_iou and dice (means over the classes present in truth or prediction), pixel_accuracy,
     and iou_<class> / dice_<class> for every class present."""
     counts = confusion_matrix(y_true, np.argmax(probabilities, axis=-1), len(class_names), ignore_index)
     scores = scores_from_confusion(counts)
-    metrics = {"mean_iou": float(np.nanmean(scores["iou"])), "dice": float(np.nanmean(scores["dice"])),
-               "pixel_accuracy": scores["pixel_accuracy"]}
+    metrics = {
+        "mean_iou": float(np.nanmean(scores["iou"])),
+        "dice": float(np.nanmean(scores["dice"])),
+        "pixel_accuracy": scores["pixel_accuracy"],
+    }
     for name, iou, dice in zip(class_names, scores["iou"], scores["dice"]):
         if not np.isnan(iou):
             metrics.update({f"iou_{name}": float(iou), f"dice_{name}": float(dice)})
@@ -70,6 +78,7 @@ def segmentation_metrics(y_true: np.ndarray, probabilities: np.ndarray, class_na
 
 
 # ---- keras: losses and per-epoch metrics ----
+
 
 def _labels_and_valid(y_true, ignore_index: int):
     labels = ops.cast(y_true, "int32")
@@ -89,8 +98,15 @@ class SegmentationLoss(keras.losses.Loss):
     Pixels labelled `ignore_index` contribute nothing.
     """
 
-    def __init__(self, kind: str = "cross_entropy", class_weights: Sequence[float] | None = None,
-                 focal_gamma: float = 2.0, ignore_index: int = IGNORE_INDEX, name: str | None = None, **kwargs):
+    def __init__(
+        self,
+        kind: str = "cross_entropy",
+        class_weights: Sequence[float] | None = None,
+        focal_gamma: float = 2.0,
+        ignore_index: int = IGNORE_INDEX,
+        name: str | None = None,
+        **kwargs,
+    ):
         super().__init__(name=name or kind, **kwargs)
         if kind not in LOSSES:
             raise ValueError(f"segmentation loss must be one of {', '.join(LOSSES)}, received {kind!r}")
@@ -124,8 +140,13 @@ class SegmentationLoss(keras.losses.Loss):
         return 1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0))
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "class_weights": self.class_weights,
-                "focal_gamma": self.focal_gamma, "ignore_index": self.ignore_index}
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "class_weights": self.class_weights,
+            "focal_gamma": self.focal_gamma,
+            "ignore_index": self.ignore_index,
+        }
 
 
 @keras.saving.register_keras_serializable(package="visionkit")
@@ -133,18 +154,20 @@ class ConfusionMatrixScore(keras.metrics.Metric):
     """mean_iou, dice or pixel_accuracy of the arg-max prediction, from a confusion matrix
     accumulated over the epoch (the same definitions as segmentation_metrics)."""
 
-    def __init__(self, score: str, num_classes: int, ignore_index: int = IGNORE_INDEX, name: str | None = None,
-                 **kwargs):
+    def __init__(
+        self, score: str, num_classes: int, ignore_index: int = IGNORE_INDEX, name: str | None = None, **kwargs
+    ):
         super().__init__(name=name or score, **kwargs)
         self.score, self.num_classes, self.ignore_index = score, int(num_classes), int(ignore_index)
-        self.counts = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
-                                        dtype="float32", name="counts")
+        self.counts = self.add_variable(
+            shape=(self.num_classes, self.num_classes), initializer="zeros", dtype="float32", name="counts"
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels, valid = _labels_and_valid(y_true, self.ignore_index)
         predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
         index = ops.reshape(labels * self.num_classes + predicted, (-1,))
-        counts = ops.bincount(index, weights=ops.reshape(valid, (-1,)), minlength=self.num_classes ** 2)
+        counts = ops.bincount(index, weights=ops.reshape(valid, (-1,)), minlength=self.num_classes**2)
         self.counts.assign_add(ops.reshape(ops.cast(counts, "float32"), (self.num_classes, self.num_classes)))
 
     def result(self):
@@ -152,8 +175,9 @@ class ConfusionMatrixScore(keras.metrics.Metric):
         if self.score == "pixel_accuracy":
             return ops.sum(true_pos) / ops.maximum(ops.sum(self.counts), 1.0)
         errors = ops.sum(self.counts, axis=0) + ops.sum(self.counts, axis=1) - 2 * true_pos
-        numerator, denominator = (true_pos, true_pos + errors) if self.score == "mean_iou" else \
-            (2 * true_pos, 2 * true_pos + errors)
+        numerator, denominator = (
+            (true_pos, true_pos + errors) if self.score == "mean_iou" else (2 * true_pos, 2 * true_pos + errors)
+        )
         present = ops.cast(denominator > 0, "float32")
         per_class = numerator / ops.maximum(denominator, 1.0)
         return ops.sum(per_class * present) / ops.maximum(ops.sum(present), 1.0)
@@ -162,8 +186,12 @@ class ConfusionMatrixScore(keras.metrics.Metric):
         self.counts.assign(ops.zeros_like(self.counts))
 
     def get_config(self):
-        return {**super().get_config(), "score": self.score, "num_classes": self.num_classes,
-                "ignore_index": self.ignore_index}
+        return {
+            **super().get_config(),
+            "score": self.score,
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+        }
 
 
 class GalleryCallback(keras.callbacks.Callback):
@@ -179,8 +207,9 @@ class GalleryCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         predicted = np.argmax(self.model.predict(self.images, verbose=0), axis=-1)
-        figure = overlay_gallery_figure(self.images, self.masks, predicted, self.class_names,
-                                        title=f"validation, epoch {epoch + 1}")
+        figure = overlay_gallery_figure(
+            self.images, self.masks, predicted, self.class_names, title=f"validation, epoch {epoch + 1}"
+        )
         self.log_figure(figure, f"plots/gallery_epoch_{epoch + 1:03d}.png")
 
 
@@ -194,33 +223,52 @@ class Segmentation(Task):
     raw_serving_output = "probabilities"
     head = {"classifier_activation": "softmax"}
 
-    def __init__(self, loss: str = "cross_entropy_dice", class_weights: list | None = None, focal_gamma: float = 2.0,
-                 ignore_index: int = IGNORE_INDEX, gallery_every: int = 5, gallery_images: int = 8):
+    def __init__(
+        self,
+        loss: str = "cross_entropy_dice",
+        class_weights: list | None = None,
+        focal_gamma: float = 2.0,
+        ignore_index: int = IGNORE_INDEX,
+        gallery_every: int = 5,
+        gallery_images: int = 8,
+    ):
         SegmentationLoss(loss, class_weights, focal_gamma, ignore_index)  # validates the options
         if gallery_every < 1 or gallery_images < 1:
-            raise ValueError(f"gallery_every and gallery_images must be at least 1, received "
-                             f"{gallery_every} and {gallery_images}")
+            raise ValueError(
+                f"gallery_every and gallery_images must be at least 1, received {gallery_every} and {gallery_images}"
+            )
         self.loss_kind, self.class_weights, self.focal_gamma = loss, class_weights, focal_gamma
         self.ignore_index, self.gallery_every, self.gallery_images = ignore_index, gallery_every, gallery_images
 
     def num_outputs(self, data) -> int:
         count = len(mask_class_names(data))
         if self.class_weights is not None and len(self.class_weights) != count:
-            raise ValueError(f"class_weights needs {count} values (one per mask class: "
-                             f"{', '.join(mask_class_names(data))}), received {len(self.class_weights)}")
+            raise ValueError(
+                f"class_weights needs {count} values (one per mask class: "
+                f"{', '.join(mask_class_names(data))}), received {len(self.class_weights)}"
+            )
         return count
 
     def loss(self):
         return SegmentationLoss(self.loss_kind, self.class_weights, self.focal_gamma, self.ignore_index)
 
     def metrics(self, num_outputs):
-        return [ConfusionMatrixScore(score, num_outputs, self.ignore_index)
-                for score in ("mean_iou", "dice", "pixel_accuracy")]
+        return [
+            ConfusionMatrixScore(score, num_outputs, self.ignore_index)
+            for score in ("mean_iou", "dice", "pixel_accuracy")
+        ]
 
     def training_callbacks(self, data, log_figure) -> list[keras.callbacks.Callback]:
         count = min(self.gallery_images, len(data.val))
-        return [GalleryCallback(data.val.images[:count], np.stack(data.val.targets["mask"][:count]),
-                                mask_class_names(data), log_figure, self.gallery_every)]
+        return [
+            GalleryCallback(
+                data.val.images[:count],
+                np.stack(data.val.targets["mask"][:count]),
+                mask_class_names(data),
+                log_figure,
+                self.gallery_every,
+            )
+        ]
 
     def serving_metadata(self, data):
         return {"mask_names": mask_class_names(data)}
@@ -232,9 +280,12 @@ class Segmentation(Task):
         names = mask_class_names(data)
         count = min(self.gallery_images, len(y_true))
         scores = scores_from_confusion(confusion_matrix(y_true, y_pred.argmax(axis=-1), len(names), self.ignore_index))
-        return {"gallery.png": overlay_gallery_figure(data.test.images[:count], y_true[:count],
-                                                      y_pred[:count].argmax(axis=-1), names, title="test"),
-                "iou_per_class.png": per_class_bar_figure(scores["iou"], names, "IoU")}
+        return {
+            "gallery.png": overlay_gallery_figure(
+                data.test.images[:count], y_true[:count], y_pred[:count].argmax(axis=-1), names, title="test"
+            ),
+            "iou_per_class.png": per_class_bar_figure(scores["iou"], names, "IoU"),
+        }
 
     def serving_outputs(self, outputs):
         return {"class_map": ops.cast(ops.argmax(outputs, axis=-1), "int32"), "probabilities": outputs}

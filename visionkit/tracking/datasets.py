@@ -33,8 +33,11 @@ class SplitDataset(Dataset):
 
     def __init__(self, split: Split, *, class_names: list[str], name: str, source: DatasetSource):
         self._split, self._class_names = split, class_names
-        self._profile = {"num_rows": len(split), "image_shape": list(split.images.shape[1:]),
-                         "targets": sorted(split.targets)}
+        self._profile = {
+            "num_rows": len(split),
+            "image_shape": list(split.images.shape[1:]),
+            "targets": sorted(split.targets),
+        }
         if class_names:
             self._profile["num_classes"] = len(class_names)
         super().__init__(source=source, name=name)
@@ -81,6 +84,8 @@ def dataset_source(options: Mapping[str, Any]) -> tuple[str, DatasetSource]:
 def dataset_inputs(bundle: DataBundle, options: Mapping[str, Any]) -> tuple[list[SplitDataset], list[str]]:
     """The bundle's splits as MLflow datasets, and their contexts. `options`: the data section (name and options)."""
     name, source = dataset_source(options)
-    datasets = [SplitDataset(split, class_names=bundle.class_names, name=name, source=source)
-                for split in bundle.splits().values()]
+    datasets = [
+        SplitDataset(split, class_names=bundle.class_names, name=name, source=source)
+        for split in bundle.splits().values()
+    ]
     return datasets, [SPLIT_CONTEXTS[split] for split in bundle.splits()]

@@ -62,9 +62,9 @@ def metric_name(keras_name: str) -> str:
     since `loss` there is the weighted total).
     """
     is_val = keras_name.startswith("val_")
-    name = keras_name[len("val_"):] if is_val else keras_name
+    name = keras_name[len("val_") :] if is_val else keras_name
     if name.startswith(f"{MAIN_OUTPUT}_") and not name.endswith("loss"):
-        name = name[len(MAIN_OUTPUT) + 1:]
+        name = name[len(MAIN_OUTPUT) + 1 :]
     return f"{'val' if is_val else 'train'}_{name}"
 
 
@@ -88,8 +88,9 @@ class EpochMetrics(keras.callbacks.Callback):
 class MlflowTracker:
     enabled = True
 
-    def __init__(self, uri: str, artifact_root: str, *, system_metrics: bool = True,
-                 system_metrics_interval: float = 10.0):
+    def __init__(
+        self, uri: str, artifact_root: str, *, system_metrics: bool = True, system_metrics_interval: float = 10.0
+    ):
         import mlflow
 
         self.mlflow = mlflow
@@ -107,25 +108,38 @@ class MlflowTracker:
             found = self.mlflow.get_experiment_by_name(name)
             if found is not None:
                 if EXPERIMENT_KIND_TAG not in found.tags:
-                    retry_when_locked(self.mlflow.MlflowClient().set_experiment_tag, found.experiment_id,
-                                      EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+                    retry_when_locked(
+                        self.mlflow.MlflowClient().set_experiment_tag,
+                        found.experiment_id,
+                        EXPERIMENT_KIND_TAG,
+                        MODEL_TRAINING,
+                    )
                 return found.experiment_id
             try:
-                return self.mlflow.create_experiment(name, artifact_location=(self.artifact_root / name).as_uri(),
-                                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+                return self.mlflow.create_experiment(
+                    name,
+                    artifact_location=(self.artifact_root / name).as_uri(),
+                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
+                )
             except Exception:  # another job created it first, or the SQLite store was briefly locked
                 time.sleep(0.5 * 2**attempt)
         raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {self.uri}")
 
     @contextmanager
-    def run(self, *, experiment: str, run_name: str, tags: Mapping[str, str],
-            run_id: str | None = None) -> Iterator[MlflowTracker]:
+    def run(
+        self, *, experiment: str, run_name: str, tags: Mapping[str, str], run_id: str | None = None
+    ) -> Iterator[MlflowTracker]:
         """A new run, or the run `run_id` continued (a resumed training)."""
         if run_id:
             started = retry_when_locked(self.mlflow.start_run, run_id=run_id, log_system_metrics=self.system_metrics)
         else:
-            started = retry_when_locked(self.mlflow.start_run, experiment_id=self.experiment_id(experiment),
-                                        run_name=run_name, tags=dict(tags), log_system_metrics=self.system_metrics)
+            started = retry_when_locked(
+                self.mlflow.start_run,
+                experiment_id=self.experiment_id(experiment),
+                run_name=run_name,
+                tags=dict(tags),
+                log_system_metrics=self.system_metrics,
+            )
         with started:
             yield self
 
@@ -141,7 +155,7 @@ class MlflowTracker:
         values = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
         items = list(values.items())
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
-            retry_when_locked(self.mlflow.log_params, dict(items[start:start + 100]))
+            retry_when_locked(self.mlflow.log_params, dict(items[start : start + 100]))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         retry_when_locked(self.mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
@@ -171,11 +185,14 @@ class MlflowTracker:
         while the SavedModel is the graph itself, served by TensorFlow alone, and is the artifact the export
         verified. MLflow infers the signature from the input example by running the model.
         """
-        self.mlflow.pyfunc.log_model(name="model", python_model=str(SERVING_CODE),
-                                     artifacts={"saved_model": str(saved_model)},
-                                     input_example=images[:INPUT_EXAMPLE_IMAGES],
-                                     registered_model_name=registered_name,
-                                     pip_requirements=[f"tensorflow=={version('tensorflow')}"])
+        self.mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(SERVING_CODE),
+            artifacts={"saved_model": str(saved_model)},
+            input_example=images[:INPUT_EXAMPLE_IMAGES],
+            registered_model_name=registered_name,
+            pip_requirements=[f"tensorflow=={version('tensorflow')}"],
+        )
 
     def keras_callback(self) -> keras.callbacks.Callback:
         return EpochMetrics(self)

@@ -53,8 +53,10 @@ def experiment_runs(tracking_uri: str, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise UserError(f"compare.experiment: no experiment '{experiment}' in {tracking_uri}; "
-                        f"experiments there: {', '.join(names) or '(none)'}")
+        raise UserError(
+            f"compare.experiment: no experiment '{experiment}' in {tracking_uri}; "
+            f"experiments there: {', '.join(names) or '(none)'}"
+        )
     runs, token = [], None
     while True:
         page = client.search_runs([found.experiment_id], max_results=PAGE_SIZE, page_token=token)
@@ -64,8 +66,15 @@ def experiment_runs(tracking_uri: str, experiment: str) -> list:
             return runs
 
 
-def run_table(runs: Sequence, metric: str, *, ascending: bool | None = None, limit: int = 20, columns: int = 2,
-              preferred: Sequence[str] = ()) -> RunTable:
+def run_table(
+    runs: Sequence,
+    metric: str,
+    *,
+    ascending: bool | None = None,
+    limit: int = 20,
+    columns: int = 2,
+    preferred: Sequence[str] = (),
+) -> RunTable:
     """Runs sorted by `metric` (runs without it last), at most `limit` rows.
 
     Beside the sort key, up to `columns` more metrics with the same prefix (`test_` for `test_accuracy`),
@@ -73,8 +82,9 @@ def run_table(runs: Sequence, metric: str, *, ascending: bool | None = None, lim
     """
     present = sorted({name for run in runs for name in run.data.metrics})
     if metric not in present:
-        raise UserError(f"compare.metric: no run has a metric '{metric}'; "
-                        f"metrics there: {', '.join(present) or '(none)'}")
+        raise UserError(
+            f"compare.metric: no run has a metric '{metric}'; metrics there: {', '.join(present) or '(none)'}"
+        )
     ascending = lower_is_better(metric) if ascending is None else ascending
     extras = _extra_metrics(metric, present, preferred)[:columns]
 
@@ -84,10 +94,18 @@ def run_table(runs: Sequence, metric: str, *, ascending: bool | None = None, lim
 
     ordered = sorted(runs, key=key)[:limit]
     headings = ["run", "model", "data", "status", metric, *extras, "params", "duration"]
-    rows = [[run.info.run_name or run.info.run_id, run.data.tags.get("model", ""), run.data.tags.get("data", ""),
-             run.info.status, *(_number(run.data.metrics.get(name)) for name in (metric, *extras)),
-             _count(run.data.params.get("model.total_params")), _duration(run.info.start_time, run.info.end_time)]
-            for run in ordered]
+    rows = [
+        [
+            run.info.run_name or run.info.run_id,
+            run.data.tags.get("model", ""),
+            run.data.tags.get("data", ""),
+            run.info.status,
+            *(_number(run.data.metrics.get(name)) for name in (metric, *extras)),
+            _count(run.data.params.get("model.total_params")),
+            _duration(run.info.start_time, run.info.end_time),
+        ]
+        for run in ordered
+    ]
     return RunTable(headings, rows, len(runs), metric, ascending)
 
 

@@ -64,8 +64,11 @@ def fit_batches(loader: BatchLoader) -> Iterator[tuple]:
     try:
         while True:
             adapter.on_epoch_begin()
-            batches = dataset if dataset is not None else (
-                adapter.get_jax_iterator() if backend == "jax" else adapter.get_numpy_iterator())
+            batches = (
+                dataset
+                if dataset is not None
+                else (adapter.get_jax_iterator() if backend == "jax" else adapter.get_numpy_iterator())
+            )
             # A smaller last batch would be a new input shape (a retrace) and a different amount of work.
             yield from (batch for batch in batches if batch[0].shape[0] == loader.batch_size)
             adapter.on_epoch_end()
@@ -77,8 +80,9 @@ def fit_batches(loader: BatchLoader) -> Iterator[tuple]:
 def time_training(model: keras.Model, loader: BatchLoader, *, warmup_steps: int, steps: int) -> StepTimes:
     """Time `steps` training steps after `warmup_steps` untimed ones (tracing, compilation, caches)."""
     if len(loader.split) < loader.batch_size:
-        raise ValueError(f"the training split has {len(loader.split)} images, fewer than one batch of "
-                         f"{loader.batch_size}")
+        raise ValueError(
+            f"the training split has {len(loader.split)} images, fewer than one batch of {loader.batch_size}"
+        )
     times = StepTimes(loader.batch_size)
     batches = fit_batches(loader)
     for index in range(warmup_steps + steps):
@@ -124,8 +128,9 @@ def training_flops_per_s(macs_per_image: int, images_per_s: float) -> float:
     return TRAINING_FLOPS_PER_MAC * macs_per_image * images_per_s
 
 
-def synthetic_bundle(bundle: DataBundle, image_shape: tuple[int, int, int], num_images: int,
-                     seed: int = 0) -> DataBundle:
+def synthetic_bundle(
+    bundle: DataBundle, image_shape: tuple[int, int, int], num_images: int, seed: int = 0
+) -> DataBundle:
     """Every split replaced by `num_images` random images of `image_shape`, with the targets of the
     dataset's first training samples (masks resized, boxes scaled to the new size): the same model,
     task and loader at any input size, without the cost of making real images of that size."""
@@ -167,6 +172,9 @@ def device_name() -> str:
 
 def cpu_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.is_file()
+        else []
+    )
     return f"{names[0] if names else platform.processor() or platform.machine()} ({len(names) or '?'} CPUs)"

@@ -48,8 +48,9 @@ def atomic_write(path: Path, write) -> None:
     except OSError as error:
         temporary.unlink(missing_ok=True)
         kept = f"; the previous {path.name} is kept" if path.exists() else ""
-        raise CheckpointWriteError(f"cannot write {path.name} in {path.parent}: "
-                                   f"{error.strerror or error}{kept}") from None
+        raise CheckpointWriteError(
+            f"cannot write {path.name} in {path.parent}: {error.strerror or error}{kept}"
+        ) from None
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -77,8 +78,15 @@ class TrainingState(keras.callbacks.Callback):
     checkpoints on disk are the last good ones; `diverged` then says where it happened.
     """
 
-    def __init__(self, directory: Path, monitor: str, mode: str, *, best: float | None = None,
-                 extra_state: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        monitor: str,
+        mode: str,
+        *,
+        best: float | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', received {mode!r}")
@@ -103,22 +111,33 @@ class TrainingState(keras.callbacks.Callback):
             return
         value = (logs or {}).get(self.monitor)
         if value is None:
-            raise KeyError(f"checkpoint monitor '{self.monitor}' is not among the logged metrics: "
-                           f"{', '.join(sorted(logs or {}))}")
+            raise KeyError(
+                f"checkpoint monitor '{self.monitor}' is not among the logged metrics: {', '.join(sorted(logs or {}))}"
+            )
         if improved(float(value), self.best, self.mode):
             self.best = float(value)
             save_model(self.model, self.directory / BEST)
         save_model(self.model, self.directory / LAST)
-        write_state(self.directory, {**self.extra_state, "epochs_completed": epoch + 1, "monitor": self.monitor,
-                                     "mode": self.mode, "best": self.best})
+        write_state(
+            self.directory,
+            {
+                **self.extra_state,
+                "epochs_completed": epoch + 1,
+                "monitor": self.monitor,
+                "mode": self.mode,
+                "best": self.best,
+            },
+        )
 
     def raise_if_diverged(self) -> None:
         if self.diverged:
             epoch, batch, loss = self.diverged
             kept = self.directory / LAST
             where = f"the last good checkpoint is {kept}" if kept.exists() else "no epoch completed, so no checkpoint"
-            raise TrainingDivergedError(f"training loss became {loss} at epoch {epoch}, batch {batch}; {where}. "
-                                        f"Try a lower trainer.learning_rate")
+            raise TrainingDivergedError(
+                f"training loss became {loss} at epoch {epoch}, batch {batch}; {where}. "
+                f"Try a lower trainer.learning_rate"
+            )
 
 
 def restore_training(model: keras.Model, directory: Path) -> None:
@@ -132,7 +151,9 @@ def restore_training(model: keras.Model, directory: Path) -> None:
     model.set_weights(saved.get_weights())
     model.optimizer.build(model.trainable_variables)
     if len(model.optimizer.variables) != len(saved.optimizer.variables):
-        raise UserError(f"the optimizer state in {Path(directory) / LAST} does not fit trainer.optimizer; "
-                        f"resume with the optimizer the run started with")
+        raise UserError(
+            f"the optimizer state in {Path(directory) / LAST} does not fit trainer.optimizer; "
+            f"resume with the optimizer the run started with"
+        )
     for target, source in zip(model.optimizer.variables, saved.optimizer.variables):
         target.assign(source)

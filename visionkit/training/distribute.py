@@ -46,8 +46,10 @@ def make_strategy(name: str, *, cpu_devices: int = 0):
     if name == "none":
         return None
     if keras.backend.backend() != "tensorflow":
-        raise UserError(f"trainer.strategy={name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow), "
-                        f"not {keras.backend.backend()}")
+        raise UserError(
+            f"trainer.strategy={name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow), "
+            f"not {keras.backend.backend()}"
+        )
     import tensorflow as tf
 
     if name == "multi_worker":
@@ -67,17 +69,21 @@ def strategy_scope(strategy):
 
 # ---- multi_worker -------------------------------------------------------------------------------
 
+
 def worker_of(tf_config: str | None) -> tuple[int, int]:
     """(this worker's index, number of workers) from the TF_CONFIG environment variable."""
-    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}\'')
+    example = (
+        'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
+    )
     try:
         config = json.loads(tf_config or "")
         workers, task = config["cluster"]["worker"], config["task"]
         index = int(task["index"])
     except (ValueError, KeyError, TypeError):
-        raise UserError(f"trainer.strategy=multi_worker needs TF_CONFIG naming the workers and this one, e.g. "
-                        f"{example}; received {tf_config!r}") from None
+        raise UserError(
+            f"trainer.strategy=multi_worker needs TF_CONFIG naming the workers and this one, e.g. "
+            f"{example}; received {tf_config!r}"
+        ) from None
     if task.get("type") != "worker" or not 0 <= index < len(workers):
         raise UserError(f"TF_CONFIG: task must be a worker with an index below {len(workers)}, received {task!r}")
     return index, len(workers)
@@ -133,10 +139,12 @@ def multi_worker_dataset(loader, strategy):
                 batch = loader[i]
                 for replica in replicas:
                     yield keras.tree.map_structure(
-                        lambda array, replica=replica: array[replica::context.num_replicas_in_sync], batch)
+                        lambda array, replica=replica: array[replica :: context.num_replicas_in_sync], batch
+                    )
 
         signature = keras.tree.map_structure(
-            lambda array: tf.TensorSpec((None, *array.shape[1:]), tf.as_dtype(array.dtype)), loader[0])
+            lambda array: tf.TensorSpec((None, *array.shape[1:]), tf.as_dtype(array.dtype)), loader[0]
+        )
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
         return dataset.apply(tf.data.experimental.assert_cardinality(steps * local)).prefetch(2)
 
@@ -158,8 +166,11 @@ def patch_keras_for_multi_worker() -> None:
             import tensorflow as tf
 
             return keras.tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues)
-                else v, values)
+                lambda v: (
+                    strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v
+                ),
+                values,
+            )
         return original(values, strategy, reduction)
 
     reduce_per_replica.reduces_scalars = True

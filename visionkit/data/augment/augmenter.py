@@ -16,7 +16,8 @@ from __future__ import annotations
 import inspect
 import threading
 import warnings
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -83,9 +84,11 @@ def _apply(compose: A.Compose, sample: dict[str, Any]) -> dict[str, Any]:
         inputs["classes"] = np.asarray(sample["classes"], np.int64).reshape(-1)
     result = compose(**inputs)
     if result["image"].shape != sample["image"].shape:  # a batch needs one image size, and the model was built for it
-        raise UserError(f"augment: the transforms turned a {_size(sample['image'])} image into "
-                        f"{_size(result['image'])} (e.g. RandomRotate90 on a non-square image); follow them with a "
-                        f"resize back to the input size, e.g. {{name: RandomResizedCrop, size: null}}")
+        raise UserError(
+            f"augment: the transforms turned a {_size(sample['image'])} image into "
+            f"{_size(result['image'])} (e.g. RandomRotate90 on a non-square image); follow them with a "
+            f"resize back to the input size, e.g. {{name: RandomResizedCrop, size: null}}"
+        )
     augmented = {**sample, "image": result["image"]}
     if "mask" in sample:
         augmented["mask"] = result["mask"].astype(np.uint8, copy=False)
@@ -103,8 +106,15 @@ class Augmenter:
     batched: augment a batch at once when every transform can be (same distributions, far less Python).
     """
 
-    def __init__(self, transforms: Iterable[Mapping[str, Any]], seed: int = 0, *, min_visibility: float = 0.0,
-                 min_area: float = 0.0, batched: bool = True):
+    def __init__(
+        self,
+        transforms: Iterable[Mapping[str, Any]],
+        seed: int = 0,
+        *,
+        min_visibility: float = 0.0,
+        min_area: float = 0.0,
+        batched: bool = True,
+    ):
         if not 0.0 <= min_visibility <= 1.0:
             raise UserError(f"augment.min_visibility must be between 0 and 1, received {min_visibility!r}")
         if min_area < 0:
@@ -123,8 +133,18 @@ class Augmenter:
         self._local = threading.local()
 
     def _compose(self, image_size: tuple[int, int], with_boxes: bool) -> A.Compose:
-        boxes = A.BboxParams(format="pascal_voc", label_fields=["classes"], min_visibility=self.min_visibility,
-                             min_area=self.min_area, clip=True, filter_invalid_bboxes=True) if with_boxes else None
+        boxes = (
+            A.BboxParams(
+                format="pascal_voc",
+                label_fields=["classes"],
+                min_visibility=self.min_visibility,
+                min_area=self.min_area,
+                clip=True,
+                filter_invalid_bboxes=True,
+            )
+            if with_boxes
+            else None
+        )
         transforms = [_transform(spec, i, image_size) for i, spec in enumerate(self.specs)]
         with warnings.catch_warnings():  # colour-only lists leave boxes alone, as they should
             warnings.filterwarnings("ignore", "Got processor for bboxes, but no transform to process it")
@@ -151,14 +171,21 @@ class Augmenter:
         with_masks = "mask" in samples[0]
         if first.ndim == 3 and first.shape[2] > 4:  # OpenCV warps up to 4 channels at once
             return None
-        if any(s["image"].shape != first.shape or s["image"].dtype != np.uint8 or ("mask" in s) != with_masks or
-               (with_masks and s["mask"].shape != first.shape[:2]) for s in samples):
+        if any(
+            s["image"].shape != first.shape
+            or s["image"].dtype != np.uint8
+            or ("mask" in s) != with_masks
+            or (with_masks and s["mask"].shape != first.shape[:2])
+            for s in samples
+        ):
             return None
         images = np.stack([s["image"] for s in samples])  # copies: the samples' arrays stay as they were
         masks = np.stack([s["mask"] for s in samples]).astype(np.uint8, copy=False) if with_masks else None
         self._pipeline(images, masks, seed)
-        return [{**sample, "image": images[i], **({"mask": masks[i]} if with_masks else {})}
-                for i, sample in enumerate(samples)]
+        return [
+            {**sample, "image": images[i], **({"mask": masks[i]} if with_masks else {})}
+            for i, sample in enumerate(samples)
+        ]
 
     def _augment_one_by_one(self, samples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
         seeded, augmented = set(), []
@@ -172,17 +199,31 @@ class Augmenter:
         return augmented
 
     def __getstate__(self):  # worker processes build their own thread-local Composes
-        return {"specs": self.specs, "seed": self.seed, "min_visibility": self.min_visibility,
-                "min_area": self.min_area, "batched": self.batched}
+        return {
+            "specs": self.specs,
+            "seed": self.seed,
+            "min_visibility": self.min_visibility,
+            "min_area": self.min_area,
+            "batched": self.batched,
+        }
 
     def __setstate__(self, state):
         self.__init__(state.pop("specs"), **state)
 
 
-def build_augmenter(transforms: Iterable[Mapping[str, Any]] | None, seed: int = 0, *, min_visibility: float = 0.0,
-                    min_area: float = 0.0, batched: bool = True) -> Augmenter | None:
+def build_augmenter(
+    transforms: Iterable[Mapping[str, Any]] | None,
+    seed: int = 0,
+    *,
+    min_visibility: float = 0.0,
+    min_area: float = 0.0,
+    batched: bool = True,
+) -> Augmenter | None:
     """The Augmenter of an `augment` config section (`build_augmenter(**section, seed=...)`); None
     when it has no transforms."""
     transforms = list(transforms or [])
-    return (Augmenter(transforms, seed, min_visibility=min_visibility, min_area=min_area, batched=batched)
-            if transforms else None)
+    return (
+        Augmenter(transforms, seed, min_visibility=min_visibility, min_area=min_area, batched=batched)
+        if transforms
+        else None
+    )

@@ -16,8 +16,8 @@ compare them, and apply both to the same parameters and compare the pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import albumentations as A
 import cv2
@@ -48,11 +48,23 @@ class BatchedAffine:
     def _translations(self, rng: np.random.Generator, count: int, image_shape: tuple[int, int]) -> np.ndarray:
         t, (height, width) = self.transform, image_shape
         if t.translate_px is not None:  # random.randint: both ends included
-            return np.stack([rng.integers(int(low), int(high) + 1, count)
-                             for low, high in (t.translate_px["x"], t.translate_px["y"])], axis=1).astype(float)
+            return np.stack(
+                [
+                    rng.integers(int(low), int(high) + 1, count)
+                    for low, high in (t.translate_px["x"], t.translate_px["y"])
+                ],
+                axis=1,
+            ).astype(float)
         if t.translate_percent is not None:  # int(): towards zero, as Albumentations rounds them
-            return np.trunc(np.stack([rng.uniform(*t.translate_percent["x"], count) * width,
-                                      rng.uniform(*t.translate_percent["y"], count) * height], axis=1))
+            return np.trunc(
+                np.stack(
+                    [
+                        rng.uniform(*t.translate_percent["x"], count) * width,
+                        rng.uniform(*t.translate_percent["y"], count) * height,
+                    ],
+                    axis=1,
+                )
+            )
         return np.zeros((count, 2))
 
     def _scales(self, rng: np.random.Generator, count: int, bounds: tuple[float, float] | float) -> np.ndarray:
@@ -69,8 +81,9 @@ class BatchedAffine:
         lows, highs = np.array(intervals).T
         return rng.uniform(lows[chosen], highs[chosen])
 
-    def __call__(self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray,
-                 masks: np.ndarray | None) -> None:
+    def __call__(
+        self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray, masks: np.ndarray | None
+    ) -> None:
         matrices = self.draw(rng, len(images), images.shape[1:3])
         self.warp(images, masks, matrices, np.flatnonzero(applied))
 
@@ -82,17 +95,32 @@ class BatchedAffine:
         warps = np.ascontiguousarray(matrices[chosen, :2])  # OpenCV takes the top two rows
         # cv2.warpAffine cannot work in place: it reads copies and writes into the batch.
         for source, matrix, index in zip(images[chosen], warps, chosen):
-            cv2.warpAffine(source, matrix, (width, height), dst=images[index], flags=t.interpolation,
-                           borderMode=t.border_mode, borderValue=image_fill)
+            cv2.warpAffine(
+                source,
+                matrix,
+                (width, height),
+                dst=images[index],
+                flags=t.interpolation,
+                borderMode=t.border_mode,
+                borderValue=image_fill,
+            )
         if masks is not None:
             mask_fill = tuple(extend_value(t.fill_mask, 1))
             for source, matrix, index in zip(masks[chosen], warps, chosen):
-                cv2.warpAffine(source, matrix, (width, height), dst=masks[index], flags=t.mask_interpolation,
-                               borderMode=t.border_mode, borderValue=mask_fill)
+                cv2.warpAffine(
+                    source,
+                    matrix,
+                    (width, height),
+                    dst=masks[index],
+                    flags=t.mask_interpolation,
+                    borderMode=t.border_mode,
+                    borderValue=mask_fill,
+                )
 
 
-def affine_matrices(translate: np.ndarray, shear: np.ndarray, scale: np.ndarray, rotate: np.ndarray,
-                    shift: tuple[float, float]) -> np.ndarray:
+def affine_matrices(
+    translate: np.ndarray, shear: np.ndarray, scale: np.ndarray, rotate: np.ndarray, shift: tuple[float, float]
+) -> np.ndarray:
     """Albumentations' create_affine_transformation_matrix for a batch: translate, shear (degrees) and
     scale are [n, 2] (x, y), rotate [n] degrees. That function multiplies six 3x3 matrices,
     to_centre @ translation @ shearing @ rotation @ scaling @ to_top_left; here the product is
@@ -135,8 +163,9 @@ class BatchedBrightnessContrast:
         levels = UINT8_LEVELS * alpha[:, None].astype(np.float32) + beta[:, None].astype(np.float32)
         return np.clip(levels, 0, 255).astype(np.uint8)
 
-    def __call__(self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray,
-                 masks: np.ndarray | None) -> None:
+    def __call__(
+        self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray, masks: np.ndarray | None
+    ) -> None:
         tables = self.lookup_tables(*self.draw(rng, images))
         for index in np.flatnonzero(applied):  # cv2.LUT in place: faster than one numpy gather for the batch
             cv2.LUT(images[index], tables[index], dst=images[index])
@@ -149,8 +178,9 @@ class BatchedFlip:
         self.transform = transform
         self.axis = 2 if isinstance(transform, A.HorizontalFlip) else 1  # of [n, H, W, ...]
 
-    def __call__(self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray,
-                 masks: np.ndarray | None) -> None:
+    def __call__(
+        self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray, masks: np.ndarray | None
+    ) -> None:
         chosen = np.flatnonzero(applied)
         for array in (images, masks):
             if array is not None:

@@ -39,8 +39,9 @@ class SobelFilter(A.ImageOnlyTransform):
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         channels = img.shape[-1] if img.ndim == 3 else 1
         grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if channels == 3 else img.reshape(img.shape[:2])
-        magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=self.ksize),
-                                  cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=self.ksize))
+        magnitude = cv2.magnitude(
+            cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=self.ksize), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=self.ksize)
+        )
         # Stretched per image: the largest possible magnitude depends on ksize and would leave most edges faint.
         edges = np.round(magnitude * (255.0 / max(float(magnitude.max()), 1e-6))).astype(np.uint8)
         return np.repeat(edges[..., None], channels, axis=-1).reshape(img.shape)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -39,11 +39,15 @@ def multicrop_views(images: np.ndarray, scale: float = MULTICROP_SCALE) -> list[
     crops of the images resized up by `scale`, then the same five mirrored."""
     _, height, width, channels = images.shape
     big_h, big_w = round(height * scale), round(width * scale)
-    resized = np.stack([cv2.resize(image, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
-                        .reshape(big_h, big_w, channels) for image in images])
+    resized = np.stack(
+        [
+            cv2.resize(image, (big_w, big_h), interpolation=cv2.INTER_LINEAR).reshape(big_h, big_w, channels)
+            for image in images
+        ]
+    )
     bottom, right = big_h - height, big_w - width
     corners = [(0, 0), (0, right), (bottom, 0), (bottom, right), (bottom // 2, right // 2)]
-    crops = [np.ascontiguousarray(resized[:, y:y + height, x:x + width]) for y, x in corners]
+    crops = [np.ascontiguousarray(resized[:, y : y + height, x : x + width]) for y, x in corners]
     return crops + [mirror(crop) for crop in crops]
 
 
@@ -58,14 +62,16 @@ OUTPUT_RANKS = {"none": None, "flip": (2, 4), "multicrop": (2,)}  # the output r
 def _outputs(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, mode: str) -> np.ndarray:
     outputs = predict(images)
     if not isinstance(outputs, np.ndarray):
-        raise UserError(f"eval.tta={mode} needs a model with a single output tensor; this one returns "
-                        f"{type(outputs).__name__}")
+        raise UserError(
+            f"eval.tta={mode} needs a model with a single output tensor; this one returns {type(outputs).__name__}"
+        )
     ranks = OUTPUT_RANKS[mode]
     if ranks is not None and outputs.ndim not in ranks:
         kinds = "image-level [batch, K]" + (" or dense [batch, H, W, K]" if 4 in ranks else "")
         hint = ": use eval.tta=flip or none" if mode == "multicrop" else ""
-        raise UserError(f"eval.tta={mode} averages {kinds} outputs; this model's outputs have shape "
-                        f"{outputs.shape}{hint}")
+        raise UserError(
+            f"eval.tta={mode} averages {kinds} outputs; this model's outputs have shape {outputs.shape}{hint}"
+        )
     return outputs
 
 

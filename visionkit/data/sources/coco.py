@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from visionkit.data.core import DataBundle, bundle_from_samples
+from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, split_folders
-from visionkit.data.core import IGNORE_INDEX
 from visionkit.data.images import resize_mask, scale_boxes
 from visionkit.data.verify import Decoded, ImageVerifier, VerificationReport, clean_boxes
 from visionkit.errors import UserError
@@ -28,9 +28,17 @@ from visionkit.registry import DATASETS
 
 
 @DATASETS.register("coco", tasks=("detection", "segmentation"))
-def coco(*, path: str = "", annotations: str = "annotations.json", images: str = "images",
-         image_size: int | Sequence[int] = (64, 64), channels: int = 3, val_fraction: float = 0.15,
-         test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
+def coco(
+    *,
+    path: str = "",
+    annotations: str = "annotations.json",
+    images: str = "images",
+    image_size: int | Sequence[int] = (64, 64),
+    channels: int = 3,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> DataBundle:
     """root/<annotations> and root/<images>/, or the same inside root/{train,val,test}/."""
     root = existing_path(path, f"a folder with {annotations} and {images}/")
     splits = split_folders(root)
@@ -38,10 +46,19 @@ def coco(*, path: str = "", annotations: str = "annotations.json", images: str =
     categories = _categories(documents["train"], splits["train"] / annotations)
     index_of = {c["id"]: i for i, c in enumerate(categories)}
     verifier = ImageVerifier("coco", root, image_size=image_size, channels=channels)
-    pools = {split: _samples(documents[split], folder / annotations, folder / images, index_of, verifier)
-             for split, folder in splits.items()}
-    return bundle_from_samples("coco", pools, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                               class_names=[c["name"] for c in categories], verification=verifier.finish())
+    pools = {
+        split: _samples(documents[split], folder / annotations, folder / images, index_of, verifier)
+        for split, folder in splits.items()
+    }
+    return bundle_from_samples(
+        "coco",
+        pools,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        class_names=[c["name"] for c in categories],
+        verification=verifier.finish(),
+    )
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -63,8 +80,9 @@ def _categories(document: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     return sorted(categories, key=lambda c: c["id"])
 
 
-def _samples(document: dict[str, Any], json_path: Path, image_folder: Path, index_of: dict[int, int],
-             verifier: ImageVerifier) -> list[dict[str, np.ndarray]]:
+def _samples(
+    document: dict[str, Any], json_path: Path, image_folder: Path, index_of: dict[int, int], verifier: ImageVerifier
+) -> list[dict[str, np.ndarray]]:
     entries = document["images"]
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
@@ -75,8 +93,12 @@ def _samples(document: dict[str, Any], json_path: Path, image_folder: Path, inde
         if ann.get("image_id") in known:
             by_image[ann["image_id"]].append(ann)
         else:
-            verifier.report.find("unknown_image", 1, f"{json_path.name} annotation id {ann.get('id')}",
-                                 f"image id {ann.get('image_id')} is not in 'images'; annotation ignored")
+            verifier.report.find(
+                "unknown_image",
+                1,
+                f"{json_path.name} annotation id {ann.get('id')}",
+                f"image id {ann.get('image_id')} is not in 'images'; annotation ignored",
+            )
     paths = [image_folder / entry["file_name"] for entry in entries]
     samples = []
     for entry, path, decoded in zip(entries, paths, verifier.read(paths)):
@@ -84,16 +106,28 @@ def _samples(document: dict[str, Any], json_path: Path, image_folder: Path, inde
             continue
         height, width = decoded.original_size
         if (entry.get("height", height), entry.get("width", width)) != (height, width):
-            verifier.drop(path, decoded, "size_mismatch", f"{json_path.name} gives {entry.get('width')}x"
-                          f"{entry.get('height')} for a {width}x{height} image; its annotations would not fit")
+            verifier.drop(
+                path,
+                decoded,
+                "size_mismatch",
+                f"{json_path.name} gives {entry.get('width')}x"
+                f"{entry.get('height')} for a {width}x{height} image; its annotations would not fit",
+            )
             continue
-        samples.append(_sample(decoded, by_image[entry["id"]], index_of, verifier.report, json_path.name,
-                               verifier.size))
+        samples.append(
+            _sample(decoded, by_image[entry["id"]], index_of, verifier.report, json_path.name, verifier.size)
+        )
     return samples
 
 
-def _sample(decoded: Decoded, anns: list[dict[str, Any]], index_of: dict[int, int], report: VerificationReport,
-            source: str, size: tuple[int, int]) -> dict[str, np.ndarray]:
+def _sample(
+    decoded: Decoded,
+    anns: list[dict[str, Any]],
+    index_of: dict[int, int],
+    report: VerificationReport,
+    source: str,
+    size: tuple[int, int],
+) -> dict[str, np.ndarray]:
     height, width = decoded.original_size
     mask = np.zeros((height, width), np.uint8)
     ignore = np.zeros((height, width), bool)
@@ -103,8 +137,13 @@ def _sample(decoded: Decoded, anns: list[dict[str, Any]], index_of: dict[int, in
         box = _xyxy(ann.get("bbox"))
         known, crowd = ann.get("category_id") in index_of, bool(ann.get("iscrowd", 0))
         if not known:
-            report.find("unknown_category", 1, where, f"category id {ann.get('category_id')} is not in "
-                        f"'categories'; not a box, its pixels are ignored in masks")
+            report.find(
+                "unknown_category",
+                1,
+                where,
+                f"category id {ann.get('category_id')} is not in "
+                f"'categories'; not a box, its pixels are ignored in masks",
+            )
         report.find("crowd_annotations", int(crowd))
         pixels = _pixels(ann.get("segmentation"), height, width, report, where)
         if pixels is None:  # no outline: the box holds unlabelled pixels
@@ -119,10 +158,15 @@ def _sample(decoded: Decoded, anns: list[dict[str, Any]], index_of: dict[int, in
         else:
             ignore |= pixels
     mask[ignore] = IGNORE_INDEX
-    boxes, classes = clean_boxes(report, np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes),
-                                 (height, width), sources)
-    return {"image": decoded.image, "boxes": scale_boxes(boxes, (height, width), size), "classes": classes,
-            "mask": resize_mask(mask, size)}
+    boxes, classes = clean_boxes(
+        report, np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes), (height, width), sources
+    )
+    return {
+        "image": decoded.image,
+        "boxes": scale_boxes(boxes, (height, width), size),
+        "classes": classes,
+        "mask": resize_mask(mask, size),
+    }
 
 
 def _area(ann: dict[str, Any]) -> float:

@@ -8,9 +8,9 @@ column (train / val / test) assigns rows to splits; without it the splits are ca
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from csv import DictReader
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -22,10 +22,19 @@ from visionkit.registry import DATASETS
 
 
 @DATASETS.register("csv", tasks=("classification", "regression"))
-def csv(*, path: str = "", image_column: str = "image", label_column: str = "label",
-        target_columns: Sequence[str] | None = None, split_column: str = "split",
-        image_size: int | Sequence[int] = (64, 64), channels: int = 3, val_fraction: float = 0.15,
-        test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
+def csv(
+    *,
+    path: str = "",
+    image_column: str = "image",
+    label_column: str = "label",
+    target_columns: Sequence[str] | None = None,
+    split_column: str = "split",
+    image_size: int | Sequence[int] = (64, 64),
+    channels: int = 3,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> DataBundle:
     csv_path = existing_path(path, "a CSV file with an image-path column and label or target columns")
     rows, header = _read_rows(csv_path)
     target_columns = list(target_columns or [])
@@ -34,8 +43,10 @@ def csv(*, path: str = "", image_column: str = "image", label_column: str = "lab
         raise UserError(f"{csv_path} has no column {', '.join(map(repr, missing))}; its columns: {', '.join(header)}")
     has_labels = label_column in header
     if not has_labels and not target_columns:
-        raise UserError(f"{csv_path} has neither the label column '{label_column}' (data.label_column) nor "
-                        f"data.target_columns; its columns: {', '.join(header)}")
+        raise UserError(
+            f"{csv_path} has neither the label column '{label_column}' (data.label_column) nor "
+            f"data.target_columns; its columns: {', '.join(header)}"
+        )
     label_index, class_names = _labels([row[label_column] for row in rows]) if has_labels else (None, [])
     verifier = ImageVerifier("csv", csv_path.parent, image_size=image_size, channels=channels)
     paths = [csv_path.parent / (row[image_column] or "").strip() for row in rows]
@@ -54,9 +65,17 @@ def csv(*, path: str = "", image_column: str = "image", label_column: str = "lab
         report.require_every_class([s["label"] for s in pools.get("train", [])], class_names)
     if "train" not in pools:
         raise UserError(f"{csv_path}: no usable row is in the train split (column '{split_column}')")
-    return bundle_from_samples("csv", pools, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                               stratify_key="label" if has_labels else None, class_names=class_names,
-                               target_names=target_columns, verification=report)
+    return bundle_from_samples(
+        "csv",
+        pools,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratify_key="label" if has_labels else None,
+        class_names=class_names,
+        target_names=target_columns,
+        verification=report,
+    )
 
 
 def _read_rows(csv_path: Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -80,8 +99,9 @@ def _labels(labels: list[str]) -> tuple[dict[str, int], list[str]]:
     return {label: ordered.index(value[label]) for label in distinct}, [str(v) for v in ordered]
 
 
-def _targets(row: dict[str, str], label_column: str, label_index: dict[str, int] | None,
-             target_columns: list[str]) -> tuple[dict, tuple[str, str] | None]:
+def _targets(
+    row: dict[str, str], label_column: str, label_index: dict[str, int] | None, target_columns: list[str]
+) -> tuple[dict, tuple[str, str] | None]:
     """The sample's label and/or target, or (reason, detail) of why the row cannot be used."""
     sample = {}
     if label_index is not None:
@@ -106,6 +126,8 @@ def _row_split(row: dict[str, str], split_column: str, csv_path: Path, line: int
         return "train"
     split = split_name(row[split_column].strip())
     if split is None:
-        raise UserError(f"{csv_path} line {line}: column '{split_column}' must be train, val or test, "
-                        f"received {row[split_column]!r}")
+        raise UserError(
+            f"{csv_path} line {line}: column '{split_column}' must be train, val or test, "
+            f"received {row[split_column]!r}"
+        )
     return split

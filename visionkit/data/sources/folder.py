@@ -3,8 +3,8 @@ Keras' image_dataset_from_directory. Class names are the sorted sub-folder names
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -20,8 +20,15 @@ def class_folders(folder: Path) -> list[str]:
 
 
 @DATASETS.register("folder", tasks=("classification",))
-def folder(*, path: str = "", image_size: int | Sequence[int] = (64, 64), channels: int = 3,
-           val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
+def folder(
+    *,
+    path: str = "",
+    image_size: int | Sequence[int] = (64, 64),
+    channels: int = 3,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> DataBundle:
     """root/<class>/<image>, or root/{train,val,test}/<class>/<image>; a missing val or test split is
     carved from train, stratified by class."""
     root = existing_path(path, "a folder with one sub-folder of images per class")
@@ -31,18 +38,35 @@ def folder(*, path: str = "", image_size: int | Sequence[int] = (64, 64), channe
         raise UserError(f"data.path: {splits['train']} has no class sub-folders (one folder of images per class)")
     records = {split: _records(folder, class_names) for split, folder in splits.items()}
     verifier = ImageVerifier("folder", root, image_size=image_size, channels=channels)
-    pools = {split: [{"image": d.image, "label": np.int64(label)}
-                     for d, (_, label) in zip(verifier.read([p for p, _ in rows]), rows) if d is not None]
-             for split, rows in records.items()}
+    pools = {
+        split: [
+            {"image": d.image, "label": np.int64(label)}
+            for d, (_, label) in zip(verifier.read([p for p, _ in rows]), rows)
+            if d is not None
+        ]
+        for split, rows in records.items()
+    }
     report = verifier.finish()
     report.require_every_class([s["label"] for s in pools["train"]], class_names)
-    return bundle_from_samples("folder", pools, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                               stratify_key="label", class_names=class_names, verification=report)
+    return bundle_from_samples(
+        "folder",
+        pools,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratify_key="label",
+        class_names=class_names,
+        verification=report,
+    )
 
 
 def _records(folder: Path, class_names: list[str]) -> list[tuple[Path, int]]:
     unknown = sorted(set(class_folders(folder)) - set(class_names))
     if unknown:
         raise UserError(f"{folder} has class folders that train/ lacks: {', '.join(unknown)}")
-    return [(image, index) for index, name in enumerate(class_names) if (folder / name).is_dir()
-            for image in list_images(folder / name)]
+    return [
+        (image, index)
+        for index, name in enumerate(class_names)
+        if (folder / name).is_dir()
+        for image in list_images(folder / name)
+    ]

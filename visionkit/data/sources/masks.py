@@ -8,8 +8,8 @@ indices are the classes) or 16-bit PNGs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from visionkit.data.core import DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, list_images, split_folders
@@ -20,17 +20,36 @@ from visionkit.registry import DATASETS
 
 
 @DATASETS.register("masks", tasks=("segmentation",))
-def masks(*, path: str = "", images: str = "images", masks: str = "masks", class_names_file: str = "classes.txt",
-          image_size: int | Sequence[int] = (64, 64), channels: int = 3, val_fraction: float = 0.15,
-          test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
+def masks(
+    *,
+    path: str = "",
+    images: str = "images",
+    masks: str = "masks",
+    class_names_file: str = "classes.txt",
+    image_size: int | Sequence[int] = (64, 64),
+    channels: int = 3,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> DataBundle:
     """root/<images>/, root/<masks>/ (or both inside root/{train,val,test}/) and root/<class_names_file>."""
     root = existing_path(path, f"a folder with {images}/, {masks}/ and {class_names_file}")
     names = read_class_names(root / class_names_file)
     verifier = ImageVerifier("masks", root, image_size=image_size, channels=channels)
-    pools = {split: _samples(folder / images, folder / masks, len(names), verifier)
-             for split, folder in split_folders(root).items()}
-    return bundle_from_samples("masks", pools, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                               class_names=names[1:], mask_names=names, verification=verifier.finish())
+    pools = {
+        split: _samples(folder / images, folder / masks, len(names), verifier)
+        for split, folder in split_folders(root).items()
+    }
+    return bundle_from_samples(
+        "masks",
+        pools,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        class_names=names[1:],
+        mask_names=names,
+        verification=verifier.finish(),
+    )
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -48,8 +67,10 @@ def _samples(image_folder: Path, mask_folder: Path, num_values: int, verifier: I
     for folder, key in ((image_folder, "data.images"), (mask_folder, "data.masks")):
         if not folder.is_dir():
             raise UserError(f"{folder} does not exist ({key} names the folder)")
-    mask_of = {p.relative_to(mask_folder).with_suffix("").as_posix(): p
-               for p in sorted(list_images(mask_folder), key=lambda p: p.suffix.lower() == ".png")}  # .png wins
+    mask_of = {
+        p.relative_to(mask_folder).with_suffix("").as_posix(): p
+        for p in sorted(list_images(mask_folder), key=lambda p: p.suffix.lower() == ".png")
+    }  # .png wins
     image_paths = list_images(image_folder)
     samples = []
     for path, decoded in zip(image_paths, verifier.read(image_paths)):
@@ -66,10 +87,14 @@ def _samples(image_folder: Path, mask_folder: Path, num_values: int, verifier: I
             verifier.drop(path, decoded, error.reason, f"mask {mask_path}: {error.detail}")
             continue
         if mask.shape != decoded.original_size:
-            verifier.drop(path, decoded, "mask_size", f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, the image "
-                          f"{path} is {decoded.original_size[1]}x{decoded.original_size[0]}")
+            verifier.drop(
+                path,
+                decoded,
+                "mask_size",
+                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, the image "
+                f"{path} is {decoded.original_size[1]}x{decoded.original_size[0]}",
+            )
             continue
         mask = clean_mask(verifier.report, mask, num_values, str(mask_path))
         samples.append({"image": decoded.image, "mask": resize_mask(mask, verifier.size)})
     return samples
-

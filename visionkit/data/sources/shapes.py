@@ -66,8 +66,10 @@ def _contrasting_colour(rng: np.random.Generator, background_mean: np.ndarray) -
 
 
 def _overlaps(box, boxes, margin: float) -> bool:
-    return any(box[0] < b[2] + margin and b[0] < box[2] + margin and box[1] < b[3] + margin
-               and b[1] < box[3] + margin for b in boxes)
+    return any(
+        box[0] < b[2] + margin and b[0] < box[2] + margin and box[1] < b[3] + margin and b[1] < box[3] + margin
+        for b in boxes
+    )
 
 
 def render_scene(rng: np.random.Generator, size: int, max_objects: int) -> dict[str, np.ndarray]:
@@ -94,15 +96,30 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int) -> dict[
         classes.append(class_id)
     boxes = np.asarray(boxes, np.float32)
     main = boxes[0]
-    target = np.array([(main[0] + main[2]) / 2, (main[1] + main[3]) / 2, main[2] - main[0], main[3] - main[1]],
-                      np.float32) / size
-    return {"image": np.clip(image, 0, 255).astype(np.uint8), "label": classes[0], "target": target,
-            "boxes": boxes, "classes": np.asarray(classes, np.int64), "mask": mask}
+    target = (
+        np.array([(main[0] + main[2]) / 2, (main[1] + main[3]) / 2, main[2] - main[0], main[3] - main[1]], np.float32)
+        / size
+    )
+    return {
+        "image": np.clip(image, 0, 255).astype(np.uint8),
+        "label": classes[0],
+        "target": target,
+        "boxes": boxes,
+        "classes": np.asarray(classes, np.int64),
+        "mask": mask,
+    }
 
 
 @DATASETS.register("shapes", tasks=("classification", "regression", "segmentation", "detection"))
-def shapes(*, num_images: int = 4000, image_size: int = 64, max_objects: int = 3, val_fraction: float = 0.15,
-           test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
+def shapes(
+    *,
+    num_images: int = 4000,
+    image_size: int = 64,
+    max_objects: int = 3,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> DataBundle:
     if image_size < 16:
         raise UserError(f"data.image_size must be at least 16 for shapes, received {image_size}")
     if max_objects < 1:
@@ -112,6 +129,14 @@ def shapes(*, num_images: int = 4000, image_size: int = 64, max_objects: int = 3
     columns = {key: [s[key] for s in scenes] for key in ("boxes", "classes")}
     columns.update({key: np.stack([s[key] for s in scenes]) for key in ("label", "target", "mask")})
     images = np.stack([s["image"] for s in scenes])
-    return bundle_from_arrays("shapes", images, columns, val_fraction=val_fraction, test_fraction=test_fraction,
-                              seed=seed, stratify=columns["label"], class_names=CLASS_NAMES,
-                              target_names=TARGET_NAMES)
+    return bundle_from_arrays(
+        "shapes",
+        images,
+        columns,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratify=columns["label"],
+        class_names=CLASS_NAMES,
+        target_names=TARGET_NAMES,
+    )

@@ -12,8 +12,9 @@ the other boxes would teach the model that the object is background.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -31,8 +32,15 @@ class BadLabel(Exception):
 
 
 @DATASETS.register("yolo", tasks=("detection",))
-def yolo(*, path: str = "", image_size: int | Sequence[int] = (64, 64), channels: int = 3,
-         val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
+def yolo(
+    *,
+    path: str = "",
+    image_size: int | Sequence[int] = (64, 64),
+    channels: int = 3,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> DataBundle:
     yaml_path = existing_path(path, "a YOLO dataset YAML, or a folder with data.yaml")
     if yaml_path.is_dir():
         yaml_path = existing_path(str(yaml_path / "data.yaml"), "the dataset YAML in the folder data.path names")
@@ -40,10 +48,20 @@ def yolo(*, path: str = "", image_size: int | Sequence[int] = (64, 64), channels
     root = (yaml_path.parent / str(spec.get("path") or ".")).expanduser()
     names = class_names(spec.get("names"), yaml_path)
     verifier = ImageVerifier("yolo", root, image_size=image_size, channels=channels)
-    pools = {split: _samples(_image_paths(root, spec[split], yaml_path, split), len(names), verifier)
-             for split in SPLIT_NAMES if spec.get(split)}
-    return bundle_from_samples("yolo", pools, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                               class_names=names, verification=verifier.finish())
+    pools = {
+        split: _samples(_image_paths(root, spec[split], yaml_path, split), len(names), verifier)
+        for split in SPLIT_NAMES
+        if spec.get(split)
+    }
+    return bundle_from_samples(
+        "yolo",
+        pools,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        class_names=names,
+        verification=verifier.finish(),
+    )
 
 
 def read_spec(yaml_path: Path) -> dict[str, Any]:
@@ -60,8 +78,9 @@ def class_names(names: Any, yaml_path: Path) -> list[str]:
     if isinstance(names, dict) and sorted(names) == list(range(len(names))):
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
-        raise UserError(f"{yaml_path}: 'names' must be a non-empty list, or a mapping 0..K-1 -> name, "
-                        f"received {names!r}")
+        raise UserError(
+            f"{yaml_path}: 'names' must be a non-empty list, or a mapping 0..K-1 -> name, received {names!r}"
+        )
     return [str(name) for name in names]
 
 
@@ -122,8 +141,14 @@ def _samples(paths: list[Path], num_classes: int, verifier: ImageVerifier) -> li
             continue
         height, width = decoded.original_size
         centre, size = normalised[:, :2] * [width, height], normalised[:, 2:] * [width, height]
-        boxes, classes = clean_boxes(verifier.report, np.concatenate([centre - size / 2, centre + size / 2], axis=1),
-                                     classes, (height, width), sources)
-        samples.append({"image": decoded.image, "boxes": scale_boxes(boxes, (height, width), verifier.size),
-                        "classes": classes})
+        boxes, classes = clean_boxes(
+            verifier.report,
+            np.concatenate([centre - size / 2, centre + size / 2], axis=1),
+            classes,
+            (height, width),
+            sources,
+        )
+        samples.append(
+            {"image": decoded.image, "boxes": scale_boxes(boxes, (height, width), verifier.size), "classes": classes}
+        )
     return samples
