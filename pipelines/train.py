@@ -101,21 +101,21 @@ def prepare(cfg: DictConfig) -> Training:
     tracker, tracking = context.make_tracker(cfg)
     model, train_data, val_data = compiled_model(cfg, trainer, strategy, task, bundle)
     training = Training(
-        cfg,
-        trainer,
-        export,
-        tracking,
-        run_dir,
-        state,
-        strategy,
-        task,
-        tta,
-        bundle,
-        tracker,
-        model,
-        train_data,
-        val_data,
-        context.model_metadata(cfg, task, bundle, model),
+        cfg=cfg,
+        trainer=trainer,
+        export=export,
+        tracking=tracking,
+        run_dir=run_dir,
+        state=state,
+        strategy=strategy,
+        task=task,
+        tta=tta,
+        bundle=bundle,
+        tracker=tracker,
+        model=model,
+        train_data=train_data,
+        val_data=val_data,
+        metadata=context.model_metadata(cfg, task, bundle, model),
     )
     if training.initial_epoch:
         restore(training)
