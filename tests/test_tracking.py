@@ -188,3 +188,12 @@ def test_a_checkpoint_carrying_python_code_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert [line for line in done.stderr.splitlines() if line.startswith("error: ")] == [message]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.gpu
+def test_a_gpu_run_records_its_gpu_in_mlflow(pipeline):
+    """On a GPU machine MLflow's system metrics, read through nvidia-ml-py, include the GPU's utilisation and memory."""
+    pipeline("trainer.epochs=3", "export.enabled=false", "tracking.system_metrics_interval=1")
+    client, runs = pipeline.mlflow_runs("classification")
+    names = set(client.get_run(runs[0].info.run_id).data.metrics)
+    assert {"system/gpu_0_utilization_percentage", "system/gpu_0_memory_usage_megabytes"} <= names, sorted(names)
