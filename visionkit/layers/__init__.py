@@ -3,6 +3,7 @@ backends) and is registered as Keras-serializable, so `.keras` files load with s
 after importing this package (and visionkit.tasks for the losses)."""
 
 from visionkit.layers.anchors import AnchorBoxes
+from visionkit.layers.fixed_filter import FixedFilter, apply_filter
 from visionkit.layers.initializers import BilinearUpsampling, ContextIdentity
 from visionkit.layers.lrn import LocalResponseNormalization
 from visionkit.layers.pooling_indices import MaxPoolingWithArgmax2D, MaxUnpooling2D
@@ -15,6 +16,7 @@ __all__ = [
     "BilinearUpsampling",
     "ContextIdentity",
     "FeatureCells",
+    "FixedFilter",
     "LocalResponseNormalization",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
@@ -22,4 +24,5 @@ __all__ = [
     "ROIPooling",
     "RegionOutputs",
     "RegionProposals",
+    "apply_filter",
 ]
