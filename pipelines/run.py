@@ -87,16 +87,19 @@ def app(cfg: DictConfig) -> float | None:
 
 def print_models() -> None:
     """--help's list of models: the tasks each supports, and which have ImageNet weights."""
-    from visionkit.models import MODELS  # imports keras: only for --help, so that a typo's check stays quick
+    # imports keras: only for --help, so that a typo's check stays quick
+    from visionkit.models import MODELS
+    from visionkit.models.transfer import imagenet_models
 
     width = max(map(len, MODELS.names()))
     print(
         "== Models ==\nmodel=<name>, the tasks it supports, and imagenet where model.weights=imagenet "
         "starts from keras.applications' ImageNet weights\n"
     )
+    with_weights = set(imagenet_models())
     for name in MODELS.names():
-        meta = MODELS.meta(name)
-        print(f"  {name:<{width}}  {', '.join(meta['tasks'])}{'  imagenet' if meta.get('imagenet') else ''}")
+        tasks = ", ".join(MODELS.meta(name)["tasks"])
+        print(f"  {name:<{width}}  {tasks}{'  imagenet' if name in with_weights else ''}")
     print()
 
 

@@ -207,8 +207,8 @@ def report(training: Training) -> dict[str, float]:
             widened_export_check(training.export, training.trainer.precision),
             tracker,
         )
-    if training.tracking.register:
-        tracker.register_model(exported, f"{cfg.task.name}-{cfg.model.name}", bundle.test.images)
+        if training.tracking.register:  # make_tracker refuses register=true without the export
+            tracker.register_model(exported, f"{cfg.task.name}-{cfg.model.name}", bundle.test.images)
     return metrics
 
 
