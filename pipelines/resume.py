@@ -20,6 +20,7 @@ RESUMABLE_KEYS = (
     "trainer.multiprocessing",
     "trainer.prefetch",
     "trainer.cpu_threads",
+    "trainer.checkpoint_every_steps",
 )
 RUN_CONFIG = "config.yaml"
 
@@ -45,8 +46,7 @@ def resume_state(cfg: DictConfig, checkpoints: Path) -> dict:
     state = read_state(checkpoints)
     if state is None:
         raise UserError(
-            f"resume=true: no completed epoch to resume in {checkpoints.parent} "
-            f"(pass hydra.run.dir=<the run directory>)"
+            f"resume=true: no checkpoint to resume in {checkpoints.parent} (pass hydra.run.dir=<the run directory>)"
         )
     saved = flatten(OmegaConf.to_container(OmegaConf.load(checkpoints / RUN_CONFIG), resolve=True))
     current = flatten(OmegaConf.to_container(cfg, resolve=True))

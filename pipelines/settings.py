@@ -33,6 +33,7 @@ class TrainerSettings:
     cpu_threads: int = 0
     multiprocessing: bool = False
     prefetch: int = 10
+    checkpoint_every_steps: int = 0
 
 
 @dataclass

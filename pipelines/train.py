@@ -31,7 +31,8 @@ from visionkit.training.distribute import (
     strategy_scope,
     this_worker,
 )
-from visionkit.training.fit import checkpoint_callbacks, fit, monitored_metric
+from visionkit.training.fit import checkpoint_callbacks, monitored_metric
+from visionkit.training.mid_epoch import check_step_checkpoints, fit_from
 from visionkit.training.precision import export_tolerance
 
 
@@ -90,6 +91,7 @@ def prepare(cfg: DictConfig) -> Training:
     and the model compiled (restored when resuming) with its loaders."""
     trainer = trainer_settings(cfg)
     export = export_settings(cfg)
+    check_step_checkpoints(trainer.checkpoint_every_steps, trainer.strategy)
     run_dir = context.output_dir()
     state = training_state(cfg, run_dir / "checkpoints")
     strategy = start_engine(trainer)  # before anything starts TensorFlow
@@ -117,7 +119,7 @@ def prepare(cfg: DictConfig) -> Training:
         val_data=val_data,
         metadata=context.model_metadata(cfg, task, bundle, model),
     )
-    if training.initial_epoch:
+    if training.state:
         restore(training)
     if is_multi_worker(strategy):
         distribute(training)
@@ -140,12 +142,15 @@ def compiled_model(cfg: DictConfig, trainer: TrainerSettings, strategy, task, bu
 
 
 def restore(training: Training) -> None:
-    """The last checkpoint's weights and optimizer state, and the loader at the epoch where the run stopped."""
+    """The last checkpoint's weights and optimizer state, and the loader at the epoch where the run stopped
+    (fit_model starts inside it at a step checkpoint's position)."""
     with strategy_scope(training.strategy):
-        restore_training(training.model, training.checkpoints)
+        restore_training(training.model, training.checkpoints, training.state)
     # The shuffling and augmentation the uninterrupted run would see.
     training.train_data.start_at_epoch(training.initial_epoch)
-    print(f"resuming {training.run_dir} after epoch {training.initial_epoch} of {training.trainer.epochs}")
+    position = training.state.get("position")
+    within = f" and {position['step']} steps of epoch {position['epoch'] + 1}" if position else ""
+    print(f"resuming {training.run_dir} after epoch {training.initial_epoch} of {training.trainer.epochs}{within}")
 
 
 def distribute(training: Training) -> None:
@@ -158,9 +163,14 @@ def distribute(training: Training) -> None:
 
 def describe_run(training: Training) -> None:
     """A new run logs what it is; a resumed one says where it resumed."""
-    if training.initial_epoch:
+    if training.state:
+        position = training.state.get("position") or {}
         training.tracker.set_tags(
-            {"resumed_after_epoch": training.initial_epoch, "resumed_trainer.epochs": training.trainer.epochs}
+            {
+                "resumed_after_epoch": training.initial_epoch,
+                "resumed_after_step": position.get("step", 0),
+                "resumed_trainer.epochs": training.trainer.epochs,
+            }
         )
     else:
         log_run_description(training.cfg, training.model, training.bundle, training.tracker)
@@ -179,15 +189,17 @@ def fit_model(training: Training) -> float | None:
         task.monitor_mode,
         best=training.state.get("best"),
         extra_state={"run_id": training.tracker.run_id},
+        every_steps=trainer.checkpoint_every_steps,
     )
     callbacks.append(training.tracker.keras_callback())
-    fit(
+    fit_from(
         training.model,
         training.train_data,
         training.val_data,
         epochs=trainer.epochs,
         callbacks=callbacks,
         initial_epoch=training.initial_epoch,
+        position=training.state.get("position"),
     )
     return next(c.best for c in callbacks if isinstance(c, TrainingState))
 

@@ -160,7 +160,7 @@ def test_resume_refuses_a_changed_experiment_and_an_empty_directory(pipeline, tm
     assert done.returncode == 2
     assert "resume=true with a different configuration (trainer.learning_rate: 0.002 -> 0.1)" in done.stderr
     done = pipeline("resume=true", "tracking=none", f"hydra.run.dir={tmp_path / 'empty'}", check=False)
-    assert done.returncode == 2 and "resume=true: no completed epoch to resume in" in done.stderr
+    assert done.returncode == 2 and "resume=true: no checkpoint to resume in" in done.stderr
 
 
 @pytest.mark.slow

@@ -88,10 +88,13 @@ def checkpoint_callbacks(
     *,
     best: float | None = None,
     extra_state: dict | None = None,
+    every_steps: int = 0,
 ) -> list[keras.callbacks.Callback]:
-    """Atomic best.keras / last.keras / state.json every epoch (visionkit.training.checkpoints), and
-    early stopping that restores the best weights."""
-    callbacks = [TrainingState(checkpoint_dir, monitor, mode, best=best, extra_state=extra_state)]
+    """Atomic best.keras / last.keras / state.json every epoch, and a step checkpoint every `every_steps`
+    batches (visionkit.training.checkpoints); early stopping that restores the best weights."""
+    callbacks = [
+        TrainingState(checkpoint_dir, monitor, mode, best=best, extra_state=extra_state, every_steps=every_steps)
+    ]
     if patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
