@@ -234,7 +234,9 @@ def test_samples_the_batched_path_cannot_take_go_through_albumentations():
     augmenter = build_augmenter(affine_preset(), seed=0)
     calls = []
     one_by_one = augmenter._augment_one_by_one
-    augmenter._augment_one_by_one = lambda samples, seed: calls.append(len(samples)) or one_by_one(samples, seed)
+    augmenter._augment_one_by_one = lambda samples, *seeding: (
+        calls.append(len(samples)) or one_by_one(samples, *seeding)
+    )
     boxes = {"boxes": np.array([[2, 2, 12, 12]], np.float32), "classes": np.array([0])}
     mixed_sizes = squares(2) + squares(1, size=40)
     assert len(augmenter(squares(4), epoch=0, batch=0)) == 4 and calls == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -23,9 +23,11 @@ from visionkit.data.core import Split
 class BatchLoader(keras.utils.PyDataset):
     """Yields (uint8 images [B,H,W,C], encoded targets) batches from a Split.
 
-    Shuffles each epoch with a seeded order; augmentation (training only) is seeded per batch, so
-    the batches are the same whatever the number and kind of workers. A resumed run calls
-    start_at_epoch and gets the batches the uninterrupted run would have seen.
+    Shuffles each epoch with a seeded order; augmentation (training only) is seeded per sample by its
+    batch and position, so the batches are the same whatever the number and kind of workers, and
+    `batch(index, rows)` reads and augments some rows of a batch exactly as the whole batch has them
+    (a training process's shard). A resumed run calls start_at and gets the batches the
+    uninterrupted run would have seen.
     """
 
     def __init__(
@@ -52,8 +54,7 @@ class BatchLoader(keras.utils.PyDataset):
         self.augmenter = augmenter
         self.shuffle = shuffle
         self.seed = seed
-        self.epoch = 0
-        self.order = self._order()
+        self.start_at(0)
         # The workers are the parallelism: OpenCV's own thread pool in each of them would oversubscribe
         # the cores. Threads share this process's OpenCV; each worker process limits its own.
         if workers > 1 and not use_multiprocessing:
@@ -73,27 +74,48 @@ class BatchLoader(keras.utils.PyDataset):
             cv2.setNumThreads(1)
             self._opencv_limited_in = process
 
-    def __len__(self) -> int:
+    @property
+    def batches_per_epoch(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
 
-    def samples(self, index: int) -> list[dict[str, Any]]:
-        """The samples of batch `index` of the current epoch, augmented."""
+    def __len__(self) -> int:
+        """The batches left in this epoch from its first step: all of them but after start_at(epoch, step)."""
+        return self.batches_per_epoch - self.first_step
+
+    def samples(self, index: int, rows: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """The samples of batch `index` of the current epoch (counted from the epoch's first batch, whatever
+        its first step), augmented: those at positions `rows` within the batch, or all; only they are read."""
         self._limit_opencv_threads()
         ids = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        samples = [self.split.sample(i) for i in ids]
+        positions = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if not all(0 <= p < len(ids) for p in positions):
+            raise IndexError(f"batch {index} has rows 0 to {len(ids) - 1}, received {positions.tolist()}")
+        samples = [self.split.sample(i) for i in ids[positions]]
         if self.augmenter is not None:
-            samples = self.augmenter(samples, epoch=self.epoch, batch=index)
+            samples = self.augmenter(samples, epoch=self.epoch, batch=index, positions=positions, batch_length=len(ids))
         return samples
 
-    def __getitem__(self, index: int):
-        samples = self.samples(index)
+    def batch(self, index: int, rows: Sequence[int] | None = None) -> tuple[np.ndarray, Any]:
+        """(uint8 images, encoded targets) of batch `index` of the current epoch: its rows `rows`
+        (positions within the batch), or all of them."""
+        samples = self.samples(index, rows)
         return np.stack([s["image"] for s in samples]), self.encode_targets(samples)
 
-    def start_at_epoch(self, epoch: int) -> None:
-        """Continue as an uninterrupted run would at `epoch` (a resumed training): same order, same augmentation."""
+    def __getitem__(self, index: int):
+        return self.batch(self.first_step + index)
+
+    def start_at(self, epoch: int, step: int = 0) -> None:
+        """Continue as an uninterrupted run would from batch `step` of `epoch` (a resumed training): the same
+        order and augmentation; until the epoch ends, index i is its batch step + i."""
+        if not 0 <= step < max(self.batches_per_epoch, 1):
+            raise ValueError(f"step must be within the epoch's {self.batches_per_epoch} batches, received {step}")
         self.epoch = epoch
+        self.first_step = step  # 0 but in a run resumed mid-epoch
         self.order = self._order()
 
+    def start_at_epoch(self, epoch: int) -> None:
+        """start_at(epoch): the epoch from its first batch."""
+        self.start_at(epoch)
+
     def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self.order = self._order()
+        self.start_at(self.epoch + 1)

@@ -6,12 +6,13 @@ the global batch: the strategy splits it across the replicas and Keras aggregate
 all of them.
 
 `multi_worker`: MultiWorkerMirroredStrategy over the workers that TF_CONFIG lists, one process per
-machine. Every worker builds the same loader (same seed: same order, same augmentation), prepares
-each global batch and keeps its own rows of it (rows r::R for replica r of R), so that the workers
-together train on exactly the batches a single process would, and gradients are summed over all
-replicas of all workers. Worker 0 is the chief: it alone tracks, evaluates and exports; the others
-train and stop. Keras 3.15's fit needs two repairs under this strategy (keras-team/keras#20585):
-see patch_keras_for_multi_worker and build_before_fit.
+machine. Every worker builds the same loader (same seed: same order, same augmentation) and reads,
+decodes and augments only its replicas' rows of each global batch (rows r::R for replica r of R):
+augmentation is seeded per sample position, so those rows are exactly the ones a single process
+would train on, and gradients are summed over all replicas of all workers. Worker 0 is the chief:
+it alone tracks, evaluates and exports; the others train and stop. Keras 3.15's fit needs two
+repairs under this strategy (keras-team/keras#20585): see patch_keras_for_multi_worker and
+build_before_fit.
 """
 
 from __future__ import annotations
@@ -115,16 +116,20 @@ def worker_steps(batch_sizes: list[int], workers: int) -> int:
 
 def multi_worker_dataset(loader, strategy):
     """The distributed dataset fit reads: each replica's rows of each of `loader`'s global batches.
-    Replica r of R takes rows r::R; a worker's input pipeline yields its local replicas' rows in turn
-    (distribute_datasets_from_function hands each element to one replica, unlike
-    experimental_distribute_dataset, which would split every element again)."""
+    Replica r of R takes rows r::R, and only they are read from disk and augmented; a worker's input
+    pipeline yields its local replicas' rows in turn (distribute_datasets_from_function hands each
+    element to one replica, unlike experimental_distribute_dataset, which would split every element
+    again)."""
     import tensorflow as tf
 
     def dataset_for(context: tf.distribute.InputContext):
         local = context.num_replicas_in_sync // context.num_input_pipelines
         replicas = range(context.input_pipeline_id * local, (context.input_pipeline_id + 1) * local)
-        sizes = [min(loader.batch_size, len(loader.split) - i * loader.batch_size) for i in range(len(loader))]
-        steps = worker_steps(sizes, context.num_replicas_in_sync)
+        replica_count = context.num_replicas_in_sync
+        sizes = [
+            min(loader.batch_size, len(loader.split) - i * loader.batch_size) for i in range(loader.batches_per_epoch)
+        ]
+        steps = worker_steps(sizes, replica_count)
 
         # The loader's epochs as a single process's fit numbers them: fit ends an epoch of a PyDataset
         # before its first one (EpochIterator.reset calls on_epoch_end), so training starts at the
@@ -134,16 +139,14 @@ def multi_worker_dataset(loader, strategy):
         def batches():  # called anew for each epoch's iterator
             # Set here rather than after the last batch: fit stops reading at the cardinality, before
             # a generator's code after its last yield would run.
-            loader.start_at_epoch(next(epochs))
+            loader.start_at(next(epochs))
             for i in range(steps):
-                batch = loader[i]
                 for replica in replicas:
-                    yield keras.tree.map_structure(
-                        lambda array, replica=replica: array[replica :: context.num_replicas_in_sync], batch
-                    )
+                    yield loader.batch(i, rows=range(replica, sizes[i], replica_count))
 
         signature = keras.tree.map_structure(
-            lambda array: tf.TensorSpec((None, *array.shape[1:]), tf.as_dtype(array.dtype)), loader[0]
+            lambda array: tf.TensorSpec((None, *array.shape[1:]), tf.as_dtype(array.dtype)),
+            loader.batch(0, rows=[0]),
         )
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
         return dataset.apply(tf.data.experimental.assert_cardinality(steps * local)).prefetch(2)

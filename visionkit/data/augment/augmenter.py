@@ -3,8 +3,9 @@
 A sample's `mask` (class indices) and `boxes` (pixel xyxy, with their `classes`) go through the same
 geometric transforms as its `image`: masks with nearest-neighbour interpolation and IGNORE_INDEX
 where a transform creates new border pixels, boxes clipped to the image and dropped when too little
-of them stays visible. Augmentation is seeded per batch, so a run is reproducible whatever the
-number of loader workers.
+of them stays visible. Augmentation is seeded by (seed, epoch, batch, position in the batch): a run is
+reproducible whatever the number of loader workers, and a worker that augments some rows of a batch
+(its shard under several training processes) gets exactly those rows of the whole batch's result.
 
 Lists made only of transforms with a batched equivalent (batched.py: Affine, RandomBrightnessContrast
 and the flips) run a batch at a time, about eight times cheaper on small images; `batched=False` keeps
@@ -14,9 +15,10 @@ one Albumentations call per sample.
 from __future__ import annotations
 
 import inspect
+import random
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import albumentations as A
@@ -75,7 +77,7 @@ def _size(image: np.ndarray) -> str:
     return "x".join(str(d) for d in image.shape)
 
 
-def _apply(compose: A.Compose, sample: dict[str, Any]) -> dict[str, Any]:
+def _apply(compose: A.Compose, sample: dict[str, Any], output_size: tuple[int, int] | None = None) -> dict[str, Any]:
     inputs = {"image": sample["image"]}
     if "mask" in sample:
         inputs["mask"] = sample["mask"]
@@ -83,7 +85,8 @@ def _apply(compose: A.Compose, sample: dict[str, Any]) -> dict[str, Any]:
         inputs["bboxes"] = np.asarray(sample["boxes"], np.float32).reshape(-1, 4)
         inputs["classes"] = np.asarray(sample["classes"], np.int64).reshape(-1)
     result = compose(**inputs)
-    if result["image"].shape != sample["image"].shape:  # a batch needs one image size, and the model was built for it
+    expected = sample["image"].shape if output_size is None else (*output_size, *sample["image"].shape[2:])
+    if result["image"].shape != expected:  # a batch needs one image size, and the model was built for it
         raise UserError(
             f"augment: the transforms turned a {_size(sample['image'])} image into "
             f"{_size(result['image'])} (e.g. RandomRotate90 on a non-square image); follow them with a "
@@ -99,7 +102,7 @@ def _apply(compose: A.Compose, sample: dict[str, Any]) -> dict[str, Any]:
 
 
 class Augmenter:
-    """Applies the transforms to samples. Each thread gets its own Composes, reseeded for every batch.
+    """Applies the transforms to samples. Each thread gets its own Composes, reseeded for every sample.
 
     min_visibility: a transformed box is kept when at least this share of its area is still in the image.
     min_area: ... and when its area in pixels is at least this.
@@ -114,6 +117,7 @@ class Augmenter:
         min_visibility: float = 0.0,
         min_area: float = 0.0,
         batched: bool = True,
+        output_size: tuple[int, int] | None = None,
     ):
         if not 0.0 <= min_visibility <= 1.0:
             raise UserError(f"augment.min_visibility must be between 0 and 1, received {min_visibility!r}")
@@ -126,10 +130,14 @@ class Augmenter:
         self.min_visibility = min_visibility
         self.min_area = min_area
         self.batched = batched
+        # Set when samples arrive at their files' own sizes (augment.full_resolution): the size the transforms
+        # must end at, which `size: null` means; else they keep the size samples arrive at.
+        self.output_size = None if output_size is None else tuple(output_size)
         checked = self._compose(CHECK_SIZE, with_boxes=True)  # fail early on a bad spec
         # Built from the transforms' settings alone; stateless (each batch brings its own generator),
         # so the threads share it.
-        self._pipeline = BatchedPipeline.build(checked) if batched else None
+        # The batched transforms keep an image's size: samples of their own sizes need Albumentations.
+        self._pipeline = BatchedPipeline.build(checked) if batched and output_size is None else None
         self._local = threading.local()
 
     def _compose(self, image_size: tuple[int, int], with_boxes: bool) -> A.Compose:
@@ -145,7 +153,8 @@ class Augmenter:
             if with_boxes
             else None
         )
-        transforms = [_transform(spec, i, image_size) for i, spec in enumerate(self.specs)]
+        size = self.output_size or image_size
+        transforms = [_transform(spec, i, size) for i, spec in enumerate(self.specs)]
         with warnings.catch_warnings():  # colour-only lists leave boxes alone, as they should
             warnings.filterwarnings("ignore", "Got processor for bboxes, but no transform to process it")
             # Class indices must never be blended: nearest neighbour for every mask, whatever a spec says.
@@ -157,14 +166,36 @@ class Augmenter:
             composes[key] = self._compose(*key)
         return composes[key]
 
-    def __call__(self, samples: list[dict[str, Any]], *, epoch: int, batch: int) -> list[dict[str, Any]]:
-        seed = int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1)[0])
-        augmented = self._augment_at_once(samples, seed)
-        return augmented if augmented is not None else self._augment_one_by_one(samples, seed)
+    def __call__(
+        self,
+        samples: list[dict[str, Any]],
+        *,
+        epoch: int,
+        batch: int,
+        positions: Sequence[int] | None = None,
+        batch_length: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The samples augmented, as rows `positions` (default 0, 1, ...) of batch `batch` of `epoch`, a
+        batch of `batch_length` rows (default: the samples'). A row's augmentation depends on (seed,
+        epoch, batch, position) alone, so any rows of a batch come out as they do in the whole batch."""
+        positions = np.arange(len(samples)) if positions is None else np.asarray(positions, dtype=np.int64)
+        batch_length = len(samples) if batch_length is None else batch_length
+        if len(positions) != len(samples) or not all(0 <= p < batch_length for p in positions):
+            raise ValueError(
+                f"positions must give each of the {len(samples)} samples a row of the batch of {batch_length}, "
+                f"received {positions.tolist()}"
+            )
+        stream = (self.seed, epoch, batch)
+        augmented = self._augment_at_once(samples, stream, positions, batch_length)
+        return augmented if augmented is not None else self._augment_one_by_one(samples, stream, positions)
 
-    def _augment_at_once(self, samples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]] | None:
+    def _augment_at_once(
+        self, samples: list[dict[str, Any]], stream: tuple[int, int, int], positions: np.ndarray, batch_length: int
+    ) -> list[dict[str, Any]] | None:
         """The batched path, or None when the transforms or the samples need Albumentations itself
-        (boxes, images of several sizes or types, masks of another size)."""
+        (boxes, images of several sizes or types, masks of another size). The parameters are drawn for
+        the whole batch, so the rows at hand must take the path the whole batch takes: they do where it
+        matters, since a batch whose rows differ in size or type cannot be stacked for the model anyway."""
         if self._pipeline is None or not samples or any("boxes" in s for s in samples):
             return None
         first = samples[0]["image"]
@@ -181,21 +212,24 @@ class Augmenter:
             return None
         images = np.stack([s["image"] for s in samples])  # copies: the samples' arrays stay as they were
         masks = np.stack([s["mask"] for s in samples]).astype(np.uint8, copy=False) if with_masks else None
-        self._pipeline(images, masks, seed)
+        seed = int(np.random.SeedSequence(stream).generate_state(1)[0])
+        self._pipeline(images, masks, seed, positions, batch_length)
         return [
             {**sample, "image": images[i], **({"mask": masks[i]} if with_masks else {})}
             for i, sample in enumerate(samples)
         ]
 
-    def _augment_one_by_one(self, samples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-        seeded, augmented = set(), []
-        for sample in samples:
-            key = (tuple(sample["image"].shape[:2]), "boxes" in sample)
-            compose = self._thread_compose(key)
-            if key not in seeded:
-                compose.set_random_seed(seed)
-                seeded.add(key)
-            augmented.append(_apply(compose, sample))
+    def _augment_one_by_one(
+        self, samples: list[dict[str, Any]], stream: tuple[int, int, int], positions: np.ndarray
+    ) -> list[dict[str, Any]]:
+        augmented = []
+        for sample, position in zip(samples, positions):
+            compose = self._thread_compose((tuple(sample["image"].shape[:2]), "boxes" in sample))
+            # One generator pair for the whole Compose, about half the cost of compose.set_random_seed,
+            # which seeds a new pair for every transform as well.
+            generator = np.random.default_rng([*stream, int(position)])
+            compose.set_random_state(generator, random.Random(generator.bit_generator.random_raw()))
+            augmented.append(_apply(compose, sample, self.output_size))
         return augmented
 
     def __getstate__(self):  # worker processes build their own thread-local Composes
@@ -205,6 +239,7 @@ class Augmenter:
             "min_visibility": self.min_visibility,
             "min_area": self.min_area,
             "batched": self.batched,
+            "output_size": self.output_size,
         }
 
     def __setstate__(self, state):
@@ -218,12 +253,10 @@ def build_augmenter(
     min_visibility: float = 0.0,
     min_area: float = 0.0,
     batched: bool = True,
+    output_size: tuple[int, int] | None = None,
 ) -> Augmenter | None:
     """The Augmenter of an `augment` config section (`build_augmenter(**section, seed=...)`); None
     when it has no transforms."""
     transforms = list(transforms or [])
-    return (
-        Augmenter(transforms, seed, min_visibility=min_visibility, min_area=min_area, batched=batched)
-        if transforms
-        else None
-    )
+    options = dict(min_visibility=min_visibility, min_area=min_area, batched=batched, output_size=output_size)
+    return Augmenter(transforms, seed, **options) if transforms else None

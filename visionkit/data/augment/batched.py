@@ -12,6 +12,9 @@ HorizontalFlip and VerticalFlip, on uint8 images of one size, with or without ma
 Any other list runs through Albumentations sample by sample. The random streams differ from
 Albumentations' (numpy's generator, seeded per batch), the distributions do not: tests draw both and
 compare them, and apply both to the same parameters and compare the pixels.
+
+Parameters are drawn for every row of the batch, then applied to the rows at hand: a worker that holds
+some rows of a batch (its shard) gets exactly those rows of the whole batch's result.
 """
 
 from __future__ import annotations
@@ -82,10 +85,15 @@ class BatchedAffine:
         return rng.uniform(lows[chosen], highs[chosen])
 
     def __call__(
-        self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray, masks: np.ndarray | None
+        self,
+        rng: np.random.Generator,
+        applied: np.ndarray,
+        images: np.ndarray,
+        masks: np.ndarray | None,
+        rows: np.ndarray,
     ) -> None:
-        matrices = self.draw(rng, len(images), images.shape[1:3])
-        self.warp(images, masks, matrices, np.flatnonzero(applied))
+        matrices = self.draw(rng, len(applied), images.shape[1:3])[rows]
+        self.warp(images, masks, matrices, np.flatnonzero(applied[rows]))
 
     def warp(self, images: np.ndarray, masks: np.ndarray | None, matrices: np.ndarray, chosen: np.ndarray) -> None:
         """Warps the chosen images (and masks) in place, as A.Affine.apply (apply_to_mask) would with
@@ -145,11 +153,17 @@ class BatchedBrightnessContrast:
     def __init__(self, transform: A.RandomBrightnessContrast):
         self.transform = transform
 
-    def draw(self, rng: np.random.Generator, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[n] (alpha, beta), drawn as the transform's get_params_dependent_on_data draws one pair."""
+    def draw(
+        self, rng: np.random.Generator, images: np.ndarray, rows: np.ndarray | None = None, count: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """[n] (alpha, beta) for the n images, drawn as the transform's get_params_dependent_on_data draws
+        one pair. The images are the rows `rows` (default: all) of a batch of `count` (default: n): pairs
+        are drawn for all `count` rows, and those of `rows` kept."""
         t = self.transform
-        alpha = 1.0 + rng.uniform(*t.contrast_limit, len(images))
-        beta = rng.uniform(*t.brightness_limit, len(images))
+        rows = np.arange(len(images)) if rows is None else rows
+        count = len(images) if count is None else count
+        alpha = 1.0 + rng.uniform(*t.contrast_limit, count)[rows]
+        beta = rng.uniform(*t.brightness_limit, count)[rows]
         beta = beta * 255.0 if t.brightness_by_max else beta * images.reshape(len(images), -1).mean(axis=1)
         if t.ensure_safe_range:
             safe = [get_safe_brightness_contrast_params(a, b, 255) for a, b in zip(alpha, beta)]
@@ -164,10 +178,15 @@ class BatchedBrightnessContrast:
         return np.clip(levels, 0, 255).astype(np.uint8)
 
     def __call__(
-        self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray, masks: np.ndarray | None
+        self,
+        rng: np.random.Generator,
+        applied: np.ndarray,
+        images: np.ndarray,
+        masks: np.ndarray | None,
+        rows: np.ndarray,
     ) -> None:
-        tables = self.lookup_tables(*self.draw(rng, images))
-        for index in np.flatnonzero(applied):  # cv2.LUT in place: faster than one numpy gather for the batch
+        tables = self.lookup_tables(*self.draw(rng, images, rows, len(applied)))
+        for index in np.flatnonzero(applied[rows]):  # cv2.LUT in place: faster than one numpy gather for the batch
             cv2.LUT(images[index], tables[index], dst=images[index])
 
 
@@ -179,9 +198,14 @@ class BatchedFlip:
         self.axis = 2 if isinstance(transform, A.HorizontalFlip) else 1  # of [n, H, W, ...]
 
     def __call__(
-        self, rng: np.random.Generator, applied: np.ndarray, images: np.ndarray, masks: np.ndarray | None
+        self,
+        rng: np.random.Generator,
+        applied: np.ndarray,
+        images: np.ndarray,
+        masks: np.ndarray | None,
+        rows: np.ndarray,
     ) -> None:
-        chosen = np.flatnonzero(applied)
+        chosen = np.flatnonzero(applied[rows])
         for array in (images, masks):
             if array is not None:
                 array[chosen] = np.flip(array[chosen], axis=self.axis)
@@ -218,13 +242,23 @@ class BatchedPipeline:
             steps.append((transform.p, step))
         return cls(steps)
 
-    def __call__(self, images: np.ndarray, masks: np.ndarray | None, seed: int) -> None:
-        """Augments [n, H, W(, C)] uint8 images (and [n, H, W] masks) in place."""
+    def __call__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray | None,
+        seed: int,
+        rows: np.ndarray | None = None,
+        count: int | None = None,
+    ) -> None:
+        """Augments [n, H, W(, C)] uint8 images (and [n, H, W] masks) in place: rows `rows` (default:
+        all) of a batch of `count` (default: n) images, as the whole batch would augment them."""
         rng = np.random.default_rng(seed)
+        rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+        count = len(images) if count is None else count
         with opencv_without_ipp():
             for probability, step in self.steps:
-                applied = rng.random(len(images)) < probability
-                step(rng, applied, images, masks)
+                applied = rng.random(count) < probability  # one draw per row of the batch
+                step(rng, applied, images, masks, rows)
 
 
 @contextmanager
