@@ -93,16 +93,26 @@ def load_task(cfg: DictConfig):
         return get_task(cfg.task.name, **options(cfg.task, "name"))
 
 
-def load_data(cfg: DictConfig, task):
+def data_options(cfg: DictConfig) -> dict[str, Any]:
+    """The data section as data.load's keyword arguments, each checked against the source's (or, for the keys
+    every source has, data.load's) keyword defaults."""
     from pipelines.settings import check_option_types
     from visionkit import data
     from visionkit.registry import DATASETS
 
-    source = DATASETS.get(cfg.data.name)
     kwargs = options(cfg.data, "name", "limit")
-    check_option_types(source, kwargs, "data")
+    streaming = {k: v for k, v in kwargs.items() if k in data.STREAM_OPTIONS}
+    check_option_types(DATASETS.get(cfg.data.name), {k: v for k, v in kwargs.items() if k not in streaming}, "data")
+    check_option_types(data.load, streaming, "data")
+    return kwargs
+
+
+def load_data(cfg: DictConfig, task):
+    from visionkit import data
+
+    kwargs = data_options(cfg)
     with as_user_error(f"dataset '{cfg.data.name}'"):
-        bundle = data.load(cfg.data.name, task=task.name, **kwargs).limit(cfg.data.get("limit"))
+        bundle = data.load(cfg.data.name, task=task.name, limit=cfg.data.get("limit"), **kwargs)
     bundle.check_task(task.target_key, task.name)
     return bundle
 

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from pipelines import context
 from pipelines.settings import TrainerSettings, positive, typed
+from pipelines.trainer import training_input
 from visionkit.analysis.drawing import draw_sample, image_figure, image_grid
-from visionkit.data.augment import build_augmenter
 from visionkit.data.loader import BatchLoader
 from visionkit.tracking import flatten
 
@@ -46,11 +46,10 @@ def run(cfg: DictConfig) -> Path:
     task = context.load_task(cfg)
     bundle = context.load_data(cfg, task)
     augment = context.options(cfg.augment)
-    with context.as_user_error("augment"):
-        augmenter = build_augmenter(**augment, seed=trainer.seed)
+    train, augmenter = training_input(cfg, trainer, bundle)
     # The training loader's own order and seeds: the preview shows the samples epoch 0 starts with.
     loader = BatchLoader(
-        bundle.train,
+        train,
         task.encode_targets,
         batch_size=trainer.batch_size,
         augmenter=augmenter,

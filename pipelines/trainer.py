@@ -10,8 +10,11 @@ from omegaconf import DictConfig
 
 from pipelines import context
 from pipelines.settings import TrainerSettings, positive, typed
-from visionkit.data.augment import build_augmenter
+from visionkit.data.augment import Augmenter, build_augmenter
+from visionkit.data.core import DataBundle, Split
+from visionkit.data.index import own_size_split
 from visionkit.data.loader import BatchLoader
+from visionkit.errors import UserError
 from visionkit.training.devices import set_cpu_threads
 from visionkit.training.distribute import make_strategy
 from visionkit.training.fit import CompileSettings, compile_model, training_targets
@@ -50,10 +53,25 @@ def start_engine(trainer: TrainerSettings, *, distribute: bool = True):
     return strategy
 
 
+def training_input(cfg: DictConfig, trainer: TrainerSettings, bundle: DataBundle) -> tuple[Split, Augmenter | None]:
+    """The split training reads and the augmenter of the augment section. With augment.full_resolution the
+    samples reach the transforms at their files' own sizes (the photo a random-resized crop is cut from), and
+    the transforms must end at the model's input size."""
+    augment = context.options(cfg.augment)
+    full_resolution = augment.pop("full_resolution", False)
+    if not isinstance(full_resolution, bool):
+        raise UserError(f"augment.full_resolution must be true or false, received {full_resolution!r}")
+    output_size = bundle.image_shape[:2] if full_resolution else None
+    with context.as_user_error("augment"):
+        augmenter = build_augmenter(**augment, seed=trainer.seed, output_size=output_size)
+    if full_resolution and augmenter is None:
+        raise UserError("augment.full_resolution=true needs transforms that end at data.image_size")
+    return (own_size_split(bundle.train) if full_resolution else bundle.train), augmenter
+
+
 def training_loaders(cfg: DictConfig, trainer: TrainerSettings, task, bundle, model) -> tuple[BatchLoader, BatchLoader]:
     """Shuffled, augmented training batches and plain validation batches (also what mode=benchmark times)."""
-    with context.as_user_error("augment"):
-        augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
+    train, augmenter = training_input(cfg, trainer, bundle)
     targets = training_targets(task.encode_targets, model)
     common = dict(
         batch_size=trainer.batch_size,
@@ -62,7 +80,7 @@ def training_loaders(cfg: DictConfig, trainer: TrainerSettings, task, bundle, mo
         max_queue_size=trainer.prefetch,
     )
     return (
-        BatchLoader(bundle.train, targets, augmenter=augmenter, shuffle=True, seed=trainer.seed, **common),
+        BatchLoader(train, targets, augmenter=augmenter, shuffle=True, seed=trainer.seed, **common),
         BatchLoader(bundle.val, targets, **common),
     )
 

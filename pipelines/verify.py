@@ -11,16 +11,13 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipelines import context
-from pipelines.settings import check_option_types
 from visionkit import data
 from visionkit.data.core import DataBundle
-from visionkit.registry import DATASETS
 
 
 def run(cfg: DictConfig) -> DataBundle:
     name = cfg.data.name
-    kwargs = context.options(cfg.data, "name", "limit")
-    check_option_types(DATASETS.get(name), kwargs, "data")
+    kwargs = {**context.data_options(cfg), "cache": "none"}  # checking decodes nothing ahead
     with context.as_user_error(f"dataset '{name}'"):
         bundle = data.load(name, task=None, **kwargs)
     sizes = " / ".join(f"{len(split)} {split_name}" for split_name, split in bundle.splits().items())

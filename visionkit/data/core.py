@@ -30,29 +30,45 @@ LIST_TARGETS = ("boxes", "classes")  # one array per image, of varying length
 
 @dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # uint8 [N, H, W, C]
-    targets: dict[str, Any] = field(default_factory=dict)  # name -> array [N, ...] or list of N arrays
+    """A split's samples: `images` is a uint8 [N, H, W, C] array, or an index of files (data/index.py's
+    ImageFiles) that decodes and sizes each sample when it is read."""
+
+    images: Any  # uint8 [N, H, W, C], or ImageFiles
+    targets: dict[str, Any] = field(default_factory=dict)  # name -> array [N, ...], list of N arrays, or LazyColumn
+    index: Split | None = None  # the files this split was decoded from, when a cache decoded it
 
     def __post_init__(self):
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+        if not self.streamed and (self.images.dtype != np.uint8 or self.images.ndim != 4):
             raise ValueError(f"images must be uint8 [N, H, W, C], received {self.images.dtype} {self.images.shape}")
         for name, values in self.targets.items():
             if len(values) != len(self.images):
                 raise ValueError(f"target '{name}' has {len(values)} entries for {len(self.images)} images")
 
+    @property
+    def streamed(self) -> bool:
+        """Whether samples are decoded from files when read (else they are held in memory)."""
+        return not isinstance(self.images, np.ndarray)
+
     def __len__(self) -> int:
         return len(self.images)
 
     def sample(self, i: int) -> dict[str, Any]:
-        return {"image": self.images[i], **{name: values[i] for name, values in self.targets.items()}}
+        targets = {name: values[i] for name, values in self.targets.items()}
+        return self.images.sample(i, targets) if self.streamed else {"image": self.images[i], **targets}
 
     def take(self, indices: Sequence[int]) -> Split:
         indices = np.asarray(indices, dtype=np.int64)
-        return Split(self.images[indices], {name: _take(values, indices) for name, values in self.targets.items()})
+        return Split(
+            _take(self.images, indices),
+            {name: _take(values, indices) for name, values in self.targets.items()},
+            index=None if self.index is None else self.index.take(indices),
+        )
 
 
 def _take(values, indices: np.ndarray):
-    return values[indices] if isinstance(values, np.ndarray) else [values[i] for i in indices]
+    if isinstance(values, np.ndarray):
+        return values[indices]
+    return [values[i] for i in indices] if isinstance(values, list) else values.take(indices)
 
 
 @dataclass(frozen=True)
@@ -83,8 +99,22 @@ class DataBundle:
             self, **{name: split.take(range(min(len(split), max_per_split))) for name, split in self.splits().items()}
         )
 
+    def without_targets(self, *names: str) -> DataBundle:
+        return replace(
+            self,
+            **{
+                split_name: replace(split, targets={k: v for k, v in split.targets.items() if k not in names})
+                for split_name, split in self.splits().items()
+            },
+        )
+
     def pixel_stats(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and standard deviation of the training images, in pixel units."""
+        """Per-channel mean and standard deviation of the training images, in pixel units (estimated from a
+        spread of images when the split is streamed from files)."""
+        if self.train.streamed:
+            from visionkit.data.index import sampled_pixel_stats
+
+            return sampled_pixel_stats(self.train)
         pixels = self.train.images.reshape(-1, self.train.images.shape[-1]).astype(np.float64)
         return pixels.mean(axis=0).tolist(), np.maximum(pixels.std(axis=0), 1.0).tolist()
 
@@ -167,7 +197,12 @@ def bundle_from_arrays(
 
 
 def stack_samples(samples: Sequence[dict[str, Any]]) -> Split:
-    """A Split of samples that share their keys and image shape."""
+    """A Split of samples that share their keys and image shape; samples whose "image" is a verified file
+    (data/index.py's ImageFile) make a Split that reads them when it is used."""
+    if not isinstance(samples[0]["image"], np.ndarray):
+        from visionkit.data.index import files_split
+
+        return files_split(samples, LIST_TARGETS)
     keys = [key for key in samples[0] if key != "image"]
     targets = {
         key: [s[key] for s in samples] if key in LIST_TARGETS else np.asarray([s[key] for s in samples]) for key in keys

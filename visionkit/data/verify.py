@@ -1,14 +1,15 @@
 """The verification pass every file-based source runs before its data is used.
 
-Every image is decoded (corrupt and truncated files are skipped with a warning naming the file) and
-converted to the configured channels (each kind of conversion counted); annotations are checked
-(boxes clipped within BOX_TOLERANCE_PX, masks against the class range). What was kept, converted and
-skipped, per reason, is a VerificationReport on the DataBundle.
+Every image is decoded once, in parallel threads (corrupt and truncated files are skipped with a warning
+naming the file), and the conversions it will take to the configured channels are counted; its pixels
+are not kept: a source's result is an index of paths, sizes and annotations (data/index.py). Annotations
+are checked (boxes clipped within BOX_TOLERANCE_PX, masks against the class range). What was kept,
+converted and skipped, per reason, is a VerificationReport on the DataBundle.
 
-The verdict on each image file (usable, or skipped and why) is cached by the file's size and
-modification time in $VISIONKIT_CACHE_DIR/verify (default ~/.cache/visionkit/verify), so a second
-load of unchanged files skips the strict integrity decode; a touched file is verified again. Nothing
-is ever written into the dataset's folder.
+The verdict on each image file (usable with its size and conversions, or skipped and why) is cached by the
+file's size and modification time in $VISIONKIT_CACHE_DIR/verify (default ~/.cache/visionkit/verify), so a
+second load of unchanged files reads none of them; a touched file is verified again. Nothing is ever
+written into the dataset's folder.
 """
 
 from __future__ import annotations
@@ -27,14 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from visionkit.data.core import IGNORE_INDEX
-from visionkit.data.images import (
-    DecodeError,
-    check_channels,
-    check_integrity,
-    decode_image,
-    image_size_pair,
-    resize_image,
-)
+from visionkit.data.images import DecodeError, check_channels, check_integrity, decode_image, image_size_pair
+from visionkit.data.index import FileSpec, ImageFile
 from visionkit.errors import UserError
 
 logger = logging.getLogger("visionkit.data")
@@ -157,7 +152,7 @@ class VerdictCache:
     """Verdicts on the image files under one dataset root, keyed by relative path, size and mtime,
     in one JSON file per root in the cache directory."""
 
-    VERSION = 1
+    VERSION = 2  # entries: [size, mtime_ns, reason, detail, height, width, conversions]
 
     def __init__(self, root: Path):
         self.root = root.resolve()
@@ -183,12 +178,17 @@ class VerdictCache:
         resolved = path.resolve()
         return resolved.relative_to(self.root).as_posix() if resolved.is_relative_to(self.root) else str(resolved)
 
-    def get(self, path: Path, stat: os.stat_result) -> tuple[str, str] | None:
+    def get(self, path: Path, stat: os.stat_result) -> tuple[tuple[str, str], tuple[int, int] | None, tuple] | None:
+        """(verdict, (height, width), conversions) stored for this unchanged file, else None."""
         entry = self.stored.get(self.key(path))
-        return (entry[2], entry[3]) if entry and entry[:2] == [stat.st_size, stat.st_mtime_ns] else None
+        if not entry or entry[:2] != [stat.st_size, stat.st_mtime_ns]:
+            return None
+        size = (entry[4], entry[5]) if entry[4] is not None else None
+        return (entry[2], entry[3]), size, tuple(entry[6])
 
-    def put(self, path: Path, stat: os.stat_result, verdict: tuple[str, str]) -> None:
-        self.seen[self.key(path)] = [stat.st_size, stat.st_mtime_ns, *verdict]
+    def put(self, path: Path, stat: os.stat_result, verdict: tuple[str, str], size, conversions) -> None:
+        height, width = size if size is not None else (None, None)
+        self.seen[self.key(path)] = [stat.st_size, stat.st_mtime_ns, *verdict, height, width, list(conversions)]
 
     def save(self) -> None:
         # Merged with the stored verdicts: loads of different parts of one root (a YOLO YAML naming only
@@ -206,10 +206,15 @@ class VerdictCache:
 
 
 @dataclass
-class Decoded:
-    image: np.ndarray  # at the configured size and channels
-    original_size: tuple[int, int]  # (height, width) of the file: the annotations' pixels
+class Checked:
+    """What verification keeps of a usable image: the file for the index, and the conversions it takes."""
+
+    file: ImageFile
     conversions: tuple[str, ...] = ()
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.file.original_size
 
 
 @dataclass
@@ -217,21 +222,24 @@ class _Outcome:
     verdict: tuple[str, str]
     stat: os.stat_result | None = None
     from_cache: bool = False
-    decoded: Decoded | None = None
+    original_size: tuple[int, int] | None = None
+    conversions: tuple[str, ...] = ()
 
 
 class ImageVerifier:
-    """Decodes, checks and converts the images of one dataset root, recording into one report."""
+    """Checks the images of one dataset root, recording into one report; what it keeps of each is its path,
+    size and conversions (never its pixels), so verification holds no more than the index."""
 
     def __init__(self, dataset: str, root: Path, *, image_size, channels: int):
         self.size = image_size_pair(image_size)
         self.channels = check_channels(channels)
+        self.spec = FileSpec(self.size, self.channels)
         self.report = VerificationReport(dataset, str(root))
         self.cache = VerdictCache(root)
 
-    def read(self, paths: Sequence[Path]) -> list[Decoded | None]:
-        """Every image decoded, converted and resized, in order; None for a skipped file.
-        Threads decode in parallel: OpenCV and Pillow release the GIL while they decode."""
+    def read(self, paths: Sequence[Path]) -> list[Checked | None]:
+        """Every image checked, in order; None for a skipped file. Threads decode in parallel (OpenCV and
+        Pillow release the GIL while they decode) and return only verdicts and sizes."""
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             outcomes = list(pool.map(self._inspect, paths))
         return [self._record(path, outcome) for path, outcome in zip(paths, outcomes)]
@@ -239,39 +247,36 @@ class ImageVerifier:
     def _inspect(self, path: Path) -> _Outcome:
         try:
             stat = path.stat()
-            verdict = self.cache.get(path, stat)
-            if verdict is not None and verdict != OK:
-                return _Outcome(verdict, stat, from_cache=True)
+            cached = self.cache.get(path, stat)
+            if cached is not None:
+                return _Outcome(cached[0], stat, True, cached[1], cached[2])
             data = path.read_bytes()
         except FileNotFoundError:
             return _Outcome(("missing", "file not found"))
         except OSError as error:
             return _Outcome(("corrupt", f"cannot be read ({error.strerror})"))
-        from_cache = verdict is not None
         try:
-            if not from_cache:
-                check_integrity(data)
+            check_integrity(data)
             image, conversions = decode_image(data, self.channels)
         except DecodeError as error:
-            return _Outcome((error.reason, error.detail), stat, from_cache=False)
-        decoded = Decoded(resize_image(image, self.size), image.shape[:2], tuple(conversions))
-        return _Outcome(OK, stat, from_cache, decoded)
+            return _Outcome((error.reason, error.detail), stat)
+        return _Outcome(OK, stat, False, image.shape[:2], tuple(conversions))
 
-    def _record(self, path: Path, outcome: _Outcome) -> Decoded | None:
+    def _record(self, path: Path, outcome: _Outcome) -> Checked | None:
         if outcome.stat is not None:
-            self.cache.put(path, outcome.stat, outcome.verdict)
+            self.cache.put(path, outcome.stat, outcome.verdict, outcome.original_size, outcome.conversions)
         self.report.cached += outcome.from_cache
         if outcome.verdict != OK:
             self.report.skip(outcome.verdict[0], str(path), outcome.verdict[1])
             return None
         self.report.kept += 1
-        self.report.converted.update(outcome.decoded.conversions)
-        return outcome.decoded
+        self.report.converted.update(outcome.conversions)
+        return Checked(ImageFile(path, tuple(outcome.original_size), self.spec), outcome.conversions)
 
-    def drop(self, path: Path, decoded: Decoded, reason: str, detail: str) -> None:
-        """A decoded image that its annotations make unusable (bad label file, mismatched mask...)."""
+    def drop(self, path: Path, checked: Checked, reason: str, detail: str) -> None:
+        """A usable image that its annotations make unusable (bad label file, mismatched mask...)."""
         self.report.kept -= 1
-        self.report.converted.subtract(decoded.conversions)
+        self.report.converted.subtract(checked.conversions)
         self.report.skip(reason, str(path), detail)
 
     def finish(self) -> VerificationReport:

@@ -259,11 +259,11 @@ class Segmentation(Task):
         ]
 
     def training_callbacks(self, data, log_figure) -> list[keras.callbacks.Callback]:
-        count = min(self.gallery_images, len(data.val))
+        samples = [data.val.sample(i) for i in range(min(self.gallery_images, len(data.val)))]  # decoded and sized
         return [
             GalleryCallback(
-                data.val.images[:count],
-                np.stack(data.val.targets["mask"][:count]),
+                np.stack([s["image"] for s in samples]),
+                np.stack([s["mask"] for s in samples]),
                 mask_class_names(data),
                 log_figure,
                 self.gallery_every,

@@ -58,12 +58,18 @@ class SplitDataset(Dataset):
 
 
 def split_digest(split: Split, class_names: list[str]) -> str:
-    """A hash of the split's images, targets (in sample order) and class names."""
+    """A hash of the split's images, targets (in sample order) and class names. A split of files is hashed by
+    its index (paths, sizes, sizing and annotations), whether or not a cache decoded it, so that the digest
+    neither reads every image nor depends on data.cache."""
+    split = split.index if split.index is not None else split
     hasher = hashlib.sha256(json.dumps({"shape": split.images.shape, "class_names": class_names}).encode())
-    hasher.update(np.ascontiguousarray(split.images).data)
+    hasher.update(split.images.fingerprint() if split.streamed else np.ascontiguousarray(split.images).data)
     for name in sorted(split.targets):
         hasher.update(name.encode())
         values = split.targets[name]
+        if hasattr(values, "fingerprint"):
+            hasher.update(values.fingerprint())
+            continue
         for array in [values] if isinstance(values, np.ndarray) else values:  # list targets: one array per image
             hasher.update(np.ascontiguousarray(array).data)
     return hasher.hexdigest()[:DIGEST_LENGTH]

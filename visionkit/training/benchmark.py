@@ -30,7 +30,7 @@ import cv2
 import keras
 import numpy as np
 
-from visionkit.data.core import DataBundle, Split
+from visionkit.data.core import DataBundle, Split, stack_samples
 from visionkit.data.loader import BatchLoader
 
 TRAINING_FLOPS_PER_MAC = 2 * 3  # 2 FLOPs per MAC; forward + backward ≈ 3 × forward
@@ -135,7 +135,8 @@ def synthetic_bundle(
     dataset's first training samples (masks resized, boxes scaled to the new size): the same model,
     task and loader at any input size, without the cost of making real images of that size."""
     rng = np.random.default_rng(seed)
-    source = bundle.train.take(np.arange(num_images) % len(bundle.train))
+    # Samples as training reads them (a file source's are decoded and sized only then).
+    source = stack_samples([bundle.train.sample(int(i)) for i in np.arange(num_images) % len(bundle.train)])
     height, width, _ = image_shape
     scale = (width / source.images.shape[2], height / source.images.shape[1])
     targets = {name: _resized(name, values, (height, width), scale) for name, values in source.targets.items()}

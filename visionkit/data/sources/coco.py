@@ -21,8 +21,8 @@ from pycocotools import mask as mask_utils
 
 from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, split_folders
-from visionkit.data.images import resize_mask, scale_boxes
-from visionkit.data.verify import Decoded, ImageVerifier, VerificationReport, clean_boxes
+from visionkit.data.index import LazyItem
+from visionkit.data.verify import Checked, ImageVerifier, VerificationReport, clean_boxes
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
 
@@ -114,24 +114,21 @@ def _samples(
                 f"{entry.get('height')} for a {width}x{height} image; its annotations would not fit",
             )
             continue
-        samples.append(
-            _sample(decoded, by_image[entry["id"]], index_of, verifier.report, json_path.name, verifier.size)
-        )
+        samples.append(_sample(decoded, by_image[entry["id"]], index_of, verifier.report, json_path.name))
     return samples
 
 
 def _sample(
-    decoded: Decoded,
+    checked: Checked,
     anns: list[dict[str, Any]],
     index_of: dict[int, int],
     report: VerificationReport,
     source: str,
-    size: tuple[int, int],
-) -> dict[str, np.ndarray]:
-    height, width = decoded.original_size
-    mask = np.zeros((height, width), np.uint8)
-    ignore = np.zeros((height, width), bool)
-    boxes, classes, sources = [], [], []
+) -> dict[str, Any]:
+    """The image's boxes in its own pixels, and its mask as the list of what to paint (read_mask paints it when
+    the sample is read): (segmentation or None for the box, xyxy box, value), largest first."""
+    height, width = checked.original_size
+    paint, boxes, classes, sources = [], [], [], []
     for ann in sorted(anns, key=_area, reverse=True):
         where = f"{source} annotation id {ann.get('id')}"
         box = _xyxy(ann.get("bbox"))
@@ -145,28 +142,44 @@ def _sample(
                 f"'categories'; not a box, its pixels are ignored in masks",
             )
         report.find("crowd_annotations", int(crowd))
-        pixels = _pixels(ann.get("segmentation"), height, width, report, where)
-        if pixels is None:  # no outline: the box holds unlabelled pixels
-            pixels = np.zeros_like(ignore)
-            x1, y1, x2, y2 = np.nan_to_num(np.round(box)).astype(int).clip(0, [width, height, width, height])
-            ignore[y1:y2, x1:x2] = True
-        if known and not crowd:
-            mask[pixels] = index_of[ann["category_id"]] + 1
+        segmentation = _checked_segmentation(ann.get("segmentation"), height, width, report, where)
+        labelled = known and not crowd
+        # Without an outline, the box holds unlabelled pixels: ignored, whatever its class.
+        value = index_of[ann["category_id"]] + 1 if labelled and segmentation is not None else IGNORE_INDEX
+        paint.append((segmentation, box, value))
+        if labelled:
             boxes.append(box)
             classes.append(index_of[ann["category_id"]])
             sources.append(where)
-        else:
-            ignore |= pixels
-    mask[ignore] = IGNORE_INDEX
     boxes, classes = clean_boxes(
         report, np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes), (height, width), sources
     )
     return {
-        "image": decoded.image,
-        "boxes": scale_boxes(boxes, (height, width), size),
+        "image": checked.file,
+        "boxes": boxes,
         "classes": classes,
-        "mask": resize_mask(mask, size),
+        "mask": LazyItem(((height, width), paint), painted_mask),
     }
+
+
+def painted_mask(item: tuple[tuple[int, int], list]) -> np.ndarray:
+    """uint8 class-index mask of one image: objects painted largest first, so that small ones stay visible;
+    crowds, unknown categories and boxes without an outline are IGNORE_INDEX, painted over the labels."""
+    (height, width), paint = item
+    mask = np.zeros((height, width), np.uint8)
+    ignore = np.zeros((height, width), bool)
+    for segmentation, box, value in paint:
+        if segmentation is None:
+            x1, y1, x2, y2 = np.nan_to_num(np.round(box)).astype(int).clip(0, [width, height, width, height])
+            ignore[y1:y2, x1:x2] = True
+            continue
+        pixels = mask_utils.decode(_rle(segmentation, height, width)).astype(bool)
+        if value == IGNORE_INDEX:
+            ignore |= pixels
+        else:
+            mask[pixels] = value
+    mask[ignore] = IGNORE_INDEX
+    return mask
 
 
 def _area(ann: dict[str, Any]) -> float:
@@ -185,25 +198,31 @@ def _xyxy(bbox: Any) -> np.ndarray:
     return np.array([x, y, x + w, y + h])
 
 
-def _pixels(segmentation: Any, height: int, width: int, report: VerificationReport, where: str) -> np.ndarray | None:
-    """The annotation's pixels (bool HxW) from polygons or RLE; None when it has no usable outline."""
+def _checked_segmentation(segmentation: Any, height: int, width: int, report: VerificationReport, where: str) -> Any:
+    """The annotation's outline as pycocotools reads it (polygons or RLE), or None (reported) when it has none
+    that can be read."""
     if not segmentation:
         report.find("no_segmentation")
         return None
     try:
         if isinstance(segmentation, list):  # polygons [x1, y1, x2, y2, ...]; fewer than 3 points outline nothing
-            polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
-            if not polygons:
+            segmentation = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
+            if not segmentation:
                 raise ValueError("no polygon has 3 or more points")
-            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
         elif isinstance(segmentation, dict):
             if list(segmentation.get("size", [])) != [height, width]:
                 raise ValueError(f"RLE size {segmentation.get('size')} is not the image's [{height}, {width}]")
-            compressed = not isinstance(segmentation.get("counts"), list)
-            rle = segmentation if compressed else mask_utils.frPyObjects(segmentation, height, width)
         else:
             raise ValueError(f"expected polygons or RLE, received {type(segmentation).__name__}")
-        return mask_utils.decode(rle).astype(bool)
+        _rle(segmentation, height, width)  # pycocotools' own checks, without painting the pixels
+        return segmentation
     except (ValueError, TypeError, KeyError) as error:
         report.find("no_segmentation", 1, where, f"segmentation cannot be read ({error}); its box is ignored in masks")
         return None
+
+
+def _rle(segmentation: Any, height: int, width: int) -> dict:
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    compressed = not isinstance(segmentation.get("counts"), list)
+    return segmentation if compressed else mask_utils.frPyObjects(segmentation, height, width)

@@ -59,7 +59,7 @@ def csv(
             verifier.drop(path, decoded, problem[0], f"{csv_path.name} line {line}: {problem[1]}")
             continue
         split = _row_split(row, split_column, csv_path, line)
-        pools.setdefault(split, []).append({"image": decoded.image, **sample})
+        pools.setdefault(split, []).append({"image": decoded.file, **sample})
     report = verifier.finish()
     if has_labels:
         report.require_every_class([s["label"] for s in pools.get("train", [])], class_names)

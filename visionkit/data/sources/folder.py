@@ -40,7 +40,7 @@ def folder(
     verifier = ImageVerifier("folder", root, image_size=image_size, channels=channels)
     pools = {
         split: [
-            {"image": d.image, "label": np.int64(label)}
+            {"image": d.file, "label": np.int64(label)}
             for d, (_, label) in zip(verifier.read([p for p, _ in rows]), rows)
             if d is not None
         ]

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from visionkit.data.core import DataBundle, bundle_from_samples
+import numpy as np
+
+from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, list_images, split_folders
-from visionkit.data.images import DecodeError, read_mask, resize_mask
+from visionkit.data.images import DecodeError, read_mask
+from visionkit.data.index import LazyItem
 from visionkit.data.verify import ImageVerifier, clean_mask
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
@@ -95,6 +98,17 @@ def _samples(image_folder: Path, mask_folder: Path, num_values: int, verifier: I
                 f"{path} is {decoded.original_size[1]}x{decoded.original_size[0]}",
             )
             continue
-        mask = clean_mask(verifier.report, mask, num_values, str(mask_path))
-        samples.append({"image": decoded.image, "mask": resize_mask(mask, verifier.size)})
+        clean_mask(verifier.report, mask, num_values, str(mask_path))  # reports what reading will set to ignore
+        samples.append({"image": decoded.file, "mask": LazyItem((str(mask_path), num_values), mask_of_file)})
     return samples
+
+
+def mask_of_file(item: tuple[str, int]) -> np.ndarray:
+    """The mask file's class indices, values outside the class range set to ignore (as verification reported)."""
+    path, num_values = item
+    try:
+        with open(path, "rb") as handle:
+            mask = read_mask(handle.read())
+    except (OSError, DecodeError) as error:
+        raise UserError(f"{path} cannot be read any more ({error}); it changed after verification") from None
+    return np.where((mask < 0) | (mask >= num_values), IGNORE_INDEX, mask).astype(np.uint8)

@@ -21,7 +21,6 @@ import yaml
 
 from visionkit.data.core import SPLIT_NAMES, DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, list_images
-from visionkit.data.images import scale_boxes
 from visionkit.data.verify import ImageVerifier, clean_boxes
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
@@ -148,7 +147,5 @@ def _samples(paths: list[Path], num_classes: int, verifier: ImageVerifier) -> li
             (height, width),
             sources,
         )
-        samples.append(
-            {"image": decoded.image, "boxes": scale_boxes(boxes, (height, width), verifier.size), "classes": classes}
-        )
+        samples.append({"image": decoded.file, "boxes": boxes, "classes": classes})
     return samples
