@@ -1,8 +1,12 @@
 """Decoding user images into the sample contract: uint8 HxWxC with the configured channels and size.
 
-OpenCV decodes (fast, and 16-bit aware with IMREAD_UNCHANGED); Pillow decodes the palette and CMYK
-modes, whose pixel values need its colour conversion, and is the strict judge of integrity: OpenCV
-returns a picture for some truncated files, Pillow raises "image file is truncated".
+JPEGs are decoded by libjpeg-turbo through simplejpeg: the fastest decoder measured here
+(benchmarks/jpeg_decoders.py), and the only one that takes "at least this size" and picks the DCT-domain
+reduction itself. OpenCV decodes every other format (fast, and 16-bit aware with IMREAD_UNCHANGED) and
+the JPEGs libjpeg-turbo reports errors in; Pillow decodes the palette and CMYK modes, whose pixel values
+need its colour conversion, and is the strict judge of integrity: OpenCV returns a picture for some
+truncated files, Pillow raises "image file is truncated". No decoder here applies EXIF orientation, so
+the header's size is the decoded size.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from visionkit.errors import UserError
 
 PILLOW_MODES = {"P": "palette", "PA": "palette", "CMYK": "cmyk"}  # decoded by Pillow; the conversion kind
 MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L")  # single-channel modes that hold class indices
+JPEG_START = b"\xff\xd8\xff"  # SOI marker and the first marker's prefix
+JPEG_COLOURSPACES = {"YCbCr": "RGB", "RGB": "RGB", "Gray": "GRAY"}  # decoded by libjpeg-turbo; the output space
+# libjpeg-turbo's DCT-domain reductions that have SIMD code; its other M/8 scales decode slower than full size.
+JPEG_REDUCTIONS = (8, 4, 2)
 
 
 class DecodeError(Exception):
@@ -62,31 +71,83 @@ def check_integrity(data: bytes) -> None:
         raise DecodeError("truncated" if "truncated" in str(error).lower() else "corrupt", _first_line(error)) from None
 
 
-def _pillow_mode(data: bytes) -> str | None:
+def _pillow_header(data: bytes) -> tuple[str, tuple[int, int]] | None:
+    """Pillow's mode and the (height, width) of an encoded image, from its header only."""
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
-            return image.mode
+            return image.mode, (image.height, image.width)
     except Exception:  # noqa: BLE001  (not a format Pillow reads; OpenCV decides)
         return None
 
 
-def decode_image(data: bytes, channels: int) -> tuple[np.ndarray, list[str]]:
-    """uint8 HxWxC RGB (or grey) pixels of an encoded image, and the conversions it took."""
-    mode = _pillow_mode(data)
+def image_size_of(data: bytes) -> tuple[int, int]:
+    """(height, width) of an encoded image without decoding its pixels (a format only OpenCV reads is decoded)."""
+    header = _pillow_header(data)
+    if header is not None:
+        return header[1]
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise DecodeError("corrupt", "not a decodable image")
+    return int(array.shape[0]), int(array.shape[1])
+
+
+def jpeg_reduction(original_size: tuple[int, int], at_least: tuple[int, int] | None) -> int:
+    """The largest DCT-domain reduction (8, 4 or 2; else 1) whose decoded size, which libjpeg rounds up,
+    is still at least `at_least` (h, w). Images under 8 pixels are not reduced: from 8 up, every M/8 scale
+    below 1/f gives fewer pixels than 1/f, so asking libjpeg-turbo for that size selects exactly 1/f."""
+    if at_least is None or min(original_size) < 8:
+        return 1
+    for factor in JPEG_REDUCTIONS:
+        if all(-(-side // factor) >= need for side, need in zip(original_size, at_least)):
+            return factor
+    return 1
+
+
+def _decode_jpeg(data: bytes, at_least: tuple[int, int] | None) -> np.ndarray | None:
+    """Pixels of a JPEG by libjpeg-turbo, reduced where at_least allows; None for what the general path
+    handles: CMYK and YCCK (Pillow's conversion) and files with errors (OpenCV decodes or refuses them, as
+    before, and check_integrity judges them)."""
+    try:
+        height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colourspace not in JPEG_COLOURSPACES:
+            return None
+        factor = jpeg_reduction((height, width), at_least)
+        smallest = {} if factor == 1 else {"min_height": -(-height // factor), "min_width": -(-width // factor)}
+        return simplejpeg.decode_jpeg(data, colorspace=JPEG_COLOURSPACES[colourspace], **smallest)
+    except ValueError:  # simplejpeg's one error type: corrupt, truncated, or an unsupported variant
+        return None
+
+
+def decode_image(
+    data: bytes, channels: int, *, at_least: tuple[int, int] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """uint8 HxWxC RGB (or grey) pixels of an encoded image, and the conversions it took. A JPEG comes
+    at 1/2, 1/4 or 1/8 of its size when that is still at least `at_least` (h, w): the reduced inverse
+    DCT skips the detail that resizing to that size would average away, at a fraction of the work."""
+    array = _decode_jpeg(data, at_least) if data[:3] == JPEG_START else None
+    if array is not None:
+        conversions = []
+    else:
+        array, conversions = _decode_any(data)
+    array, more = to_channels(array, channels)
+    return array, conversions + more
+
+
+def _decode_any(data: bytes) -> tuple[np.ndarray, list[str]]:
+    """Pixels of any format OpenCV or Pillow reads, at full size, and Pillow's conversion if it took one."""
+    header = _pillow_header(data)
+    mode = header[0] if header else None
     if mode in PILLOW_MODES:
         with Image.open(io.BytesIO(data)) as image:
             alpha = mode == "PA" or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
-        conversions = [PILLOW_MODES[mode]]
-    else:
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise DecodeError("corrupt", "not a decodable image")
-        if array.ndim == 3 and array.shape[-1] in (3, 4):
-            array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[-1] == 3 else cv2.COLOR_BGRA2RGBA)
-        conversions = []
-    array, more = to_channels(array, channels)
-    return array, conversions + more
+        return array, [PILLOW_MODES[mode]]
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise DecodeError("corrupt", "not a decodable image")
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[-1] == 3 else cv2.COLOR_BGRA2RGBA)
+    return array, []
 
 
 def to_channels(array: np.ndarray, channels: int) -> tuple[np.ndarray, list[str]]:
@@ -119,6 +180,27 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrink = size[0] <= image.shape[0] and size[1] <= image.shape[1]
     resized = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return resized.reshape(size[0], size[1], image.shape[-1])
+
+
+def resize_decoded(image: np.ndarray, original_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """`image`, decoded from a file of original_size at full size or at a DCT reduction (decode_image's
+    at_least), at (height, width) `size`: what resizing the full-size decode would give, within a grey level.
+    A reduced pixel covers exactly f x f of the file's, the last row and column less (libjpeg pads the edge
+    blocks), so the image is resized at the file's scale times f and the excess cut: stretching it to `size`
+    would shift its content by up to f - 1 of the file's pixels."""
+    factor = _decoded_reduction(original_size, image.shape[:2])
+    if factor == 1:
+        return resize_image(image, size)
+    scale_y, scale_x = size[0] * factor / original_size[0], size[1] * factor / original_size[1]
+    resized = cv2.resize(image, (0, 0), fx=scale_x, fy=scale_y, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(resized[: size[0], : size[1]]).reshape(size[0], size[1], image.shape[-1])
+
+
+def _decoded_reduction(original_size: tuple[int, int], decoded_size: tuple[int, int]) -> int:
+    for factor in (1, *JPEG_REDUCTIONS):
+        if all(-(-side // factor) == got for side, got in zip(original_size, decoded_size)):
+            return factor
+    raise ValueError(f"an image of {decoded_size} is no DCT reduction of a file of {original_size}")
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
