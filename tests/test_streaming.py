@@ -136,3 +136,32 @@ def test_a_file_that_changed_after_verification_is_named(photos):
     Path(split.images.paths[0]).write_bytes(b"")
     with pytest.raises(UserError, match=f"{split.images.paths[0]}.*changed after verification"):
         split.sample(0)
+
+
+def test_the_letterbox_preset_trains_on_the_geometry_evaluation_uses():
+    """augment=letterbox's resize and padding, its random steps off, equal data.resize=letterbox's sizing."""
+    from omegaconf import OmegaConf
+
+    from visionkit.data.core import IGNORE_INDEX
+    from visionkit.data.sizing import Sizing
+
+    preset = OmegaConf.merge(OmegaConf.load("conf/augment/letterbox.yaml"), {"data": {"image_size": 32}})
+    transforms = OmegaConf.to_container(preset.augment.transforms, resolve=True)
+    for spec in transforms[2:]:
+        spec["p"] = 0.0
+    augmenter = build_augmenter(transforms, seed=0, output_size=(32, 32))
+    rng = np.random.default_rng(1)
+    mask = rng.integers(0, 3, (40, 60), dtype=np.uint8)
+    sample = {
+        "image": photo(rng, 40, 60),
+        "mask": mask,
+        "boxes": np.array([[6.0, 4.0, 30.0, 36.0], [40.0, 10.0, 58.0, 20.0]], np.float32),
+        "classes": np.array([0, 1]),
+    }
+    trained = augmenter([sample], epoch=0, batch=0)[0]
+    evaluated = Sizing((32, 32), "letterbox").apply(sample, (40, 60))
+    assert trained["image"].shape == evaluated["image"].shape == (32, 32, 3)
+    assert np.abs(trained["image"].astype(int) - evaluated["image"]).max() <= 1
+    np.testing.assert_array_equal(trained["mask"], evaluated["mask"])
+    assert (evaluated["mask"][22:] == IGNORE_INDEX).all()  # the padding is ignored, not background
+    np.testing.assert_allclose(trained["boxes"], evaluated["boxes"], atol=1e-4)
