@@ -18,6 +18,14 @@ from visionkit.training.checkpoints import LAST, CheckpointWriteError, TrainingS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ("trainer.epochs=6", "export.enabled=false", "tracking.system_metrics=false")
+# 37 batches an epoch (1,167 training digits in 32s), a step checkpoint every 5.
+STEPS = (
+    "trainer.epochs=3",
+    "trainer.batch_size=32",
+    "trainer.checkpoint_every_steps=5",
+    "export.enabled=false",
+    "tracking.system_metrics=false",
+)
 
 
 def tiny_model():
@@ -124,6 +132,60 @@ def kill_during_epoch(process, run_dir, after_epochs: int, delay: float) -> int:
     process.send_signal(signal.SIGKILL)
     process.wait()
     return json.loads(state_file.read_text())["epochs_completed"]
+
+
+def kill_after_step_checkpoint(process, run_dir, epoch: int) -> dict:
+    """kill -9 the process as soon as state.json names a step checkpoint of `epoch` (0-based); its position."""
+    state_file = run_dir / "checkpoints" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if state_file.exists() and json.loads(state_file.read_text()).get("position", {}).get("epoch") == epoch:
+            break
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads(state_file.read_text())
+    assert state.get("position", {}).get("epoch") == epoch, f"killed after epoch {epoch} ended: {state}"
+    return state["position"]
+
+
+def last_weights(run_dir: Path) -> list[np.ndarray]:
+    return keras.saving.load_model(run_dir / "checkpoints" / LAST, compile=False).get_weights()
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_resumes_to_the_uninterrupted_weights(pipeline):
+    pipeline(*STEPS)
+    uninterrupted = pipeline.run_dir
+    process = start(pipeline, *STEPS)
+    run_dir = pipeline.run_dir
+    position = kill_after_step_checkpoint(process, run_dir, epoch=1)
+    assert 0 < position["step"] < 37 and (run_dir / "checkpoints" / position["file"]).is_file()
+
+    done = pipeline(*STEPS, "resume=true", f"hydra.run.dir={run_dir}")
+    assert f"resuming {run_dir} after epoch 1 of 3 and {position['step']} steps of epoch 2" in done.stdout
+    # Resumed from inside epoch 2, the run trained the remaining batches of that epoch and all of epoch 3
+    # with the weights, optimizer state and learning rate of the uninterrupted run, so the same batches
+    # (samples, order and augmentation) give the same weights; any other batch would move them.
+    for resumed, reference in zip(last_weights(run_dir), last_weights(uninterrupted), strict=True):
+        np.testing.assert_allclose(resumed, reference, rtol=1e-5, atol=1e-6)
+    assert json.loads((run_dir / "test_metrics.json").read_text()) == pytest.approx(
+        json.loads((uninterrupted / "test_metrics.json").read_text()), abs=1e-6
+    )
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.keras")) == ["best.keras", "last.keras"]
+
+    client, runs = pipeline.mlflow_runs("classification")
+    by_id = {run.info.run_id: run for run in runs}
+    resumed_run = by_id[read_state(run_dir / "checkpoints")["run_id"]]
+    reference_run = by_id[read_state(uninterrupted / "checkpoints")["run_id"]]
+    assert resumed_run.data.tags["resumed_after_step"] == str(position["step"])
+    val_loss = {
+        name: {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+        for name, run in (("resumed", resumed_run), ("reference", reference_run))
+    }
+    assert sorted(val_loss["resumed"]) == [0, 1, 2]  # the partial epoch logged as a whole one
+    assert val_loss["resumed"] == pytest.approx(val_loss["reference"], rel=1e-5)
 
 
 def test_interrupted_run_resumes_to_the_same_result(pipeline):
