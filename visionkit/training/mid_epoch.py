@@ -5,6 +5,8 @@ the interrupted epoch's remaining batches as a one-epoch fit of a view of the lo
 the saved step, then continues with a normal fit from the next epoch. The learning-rate schedule
 follows optimizer.iterations, which the checkpoint restored; the epoch-end callbacks (validation,
 best.keras, the tracker's epoch metrics, early stopping) see the partial epoch as a whole one.
+Two things start afresh, as they do at a resume after a whole epoch: the resumed epoch's training
+metrics average its remaining batches only, and early stopping counts its patience from the resume.
 """
 
 from __future__ import annotations
