@@ -94,7 +94,7 @@ def compiled_model(weights=None) -> keras.Model:
     return model
 
 
-def train(split, directory, weights, *callbacks, state=None):
+def train(split, directory, weights, *callbacks, state=None, epochs=EPOCHS):
     """fit_from the beginning, or from `state` as resume=true does; (model, loader)."""
     model, loader = compiled_model(weights), RecordingLoader(split)
     val = BatchLoader(split.take(range(8)), labels, batch_size=4)
@@ -108,7 +108,7 @@ def train(split, directory, weights, *callbacks, state=None):
         model,
         loader,
         val,
-        epochs=EPOCHS,
+        epochs=epochs,
         callbacks=[checkpointing, Record(loader), *callbacks],
         initial_epoch=(state or {}).get("epochs_completed", 0),
         position=position,
@@ -149,6 +149,18 @@ def test_the_step_checkpoint_restores_its_step(split, tmp_path):
     restore_training(model, tmp_path, state)
     assert int(model.optimizer.iterations) == 8
     assert checkpoint_to_resume({"epochs_completed": 2}) == LAST
+    missing = rf"resume=true: {tmp_path / LAST}, the checkpoint state.json names, is missing"
+    with pytest.raises(UserError, match=missing):
+        restore_training(model, tmp_path, {"epochs_completed": 2})
+
+
+def test_a_resume_with_fewer_epochs_than_the_position_trains_nothing(split, tmp_path):
+    keras.utils.set_random_seed(0)
+    with pytest.raises(Crash):
+        train(split, tmp_path, None, CrashAt(epoch=1, step=5))
+    state = read_state(tmp_path)
+    resumed, loader = train(split, tmp_path, None, state=state, epochs=1)
+    assert int(resumed.optimizer.iterations) == STEPS_PER_EPOCH + 4 and loader.trained == []
 
 
 def model_and_state(tmp_path, steps):

@@ -187,6 +187,8 @@ def restore_training(model: keras.Model, directory: Path, state: dict[str, Any])
     where training stopped.
     """
     path = Path(directory) / checkpoint_to_resume(state)
+    if not path.is_file():
+        raise UserError(f"resume=true: {path}, the checkpoint {STATE_FILE} names, is missing")
     saved = keras.saving.load_model(path, compile=True, safe_mode=True)
     model.set_weights(saved.get_weights())
     model.optimizer.build(model.trainable_variables)

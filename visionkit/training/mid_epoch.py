@@ -74,7 +74,7 @@ def fit_from(
 ) -> None:
     """fit (visionkit.training.fit) from `initial_epoch`, or, from a step checkpoint's `position`, from its
     step: the rest of that epoch first. `train_data` is a BatchLoader already at `position`'s epoch."""
-    if position:
+    if position and position["epoch"] < epochs:  # else trainer.epochs was lowered: nothing is left to train
         fit_rest_of_epoch(model, train_data, val_data, callbacks=callbacks, position=position)
         if model.stop_training:  # early stopping or a diverged loss in the resumed epoch
             return
