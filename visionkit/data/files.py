@@ -39,11 +39,12 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under folder (recursively, hidden files left out), sorted for reproducibility."""
+    """Image files under folder (recursively, hidden files left out), sorted for reproducibility. A link to nothing
+    and a link loop are listed too, so that verification reports them rather than leaving them out unsaid."""
     return sorted(
         p
         for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_EXTENSIONS
-        and p.is_file()
+        and (p.is_file() or (p.is_symlink() and not p.is_dir()))
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )

@@ -61,12 +61,18 @@ def _first_line(error: Exception) -> str:
 
 
 def check_integrity(data: bytes) -> None:
-    """Decode fully with Pillow, which refuses truncated data; raise DecodeError when it fails."""
+    """Decode fully with Pillow, which refuses truncated data and, before allocating anything, headers that claim
+    more than Image.MAX_IMAGE_PIXELS (a decompression bomb: a few bytes that would decode to gigabytes); raise
+    DecodeError when it fails."""
+    if not data:
+        raise DecodeError("empty", "the file has 0 bytes")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
     except UnidentifiedImageError:
         return  # a format Pillow does not read: OpenCV's decoder is the only judge
+    except Image.DecompressionBombError as error:
+        raise DecodeError("too_large", _first_line(error)) from None
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
         raise DecodeError("truncated" if "truncated" in str(error).lower() else "corrupt", _first_line(error)) from None
 
@@ -85,10 +91,22 @@ def image_size_of(data: bytes) -> tuple[int, int]:
     header = _pillow_header(data)
     if header is not None:
         return header[1]
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    array = _opencv_decode(data)
+    return int(array.shape[0]), int(array.shape[1])
+
+
+def _opencv_decode(data: bytes) -> np.ndarray:
+    """OpenCV's decode of any format it reads, as stored (BGR order, 8 or 16 bits); DecodeError when it cannot:
+    OpenCV returns None for most broken files but raises for some (an empty buffer, a header it rejects)."""
+    if not data:
+        raise DecodeError("empty", "the file has 0 bytes")
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise DecodeError("corrupt", f"not a decodable image ({_first_line(error)})") from None
     if array is None:
         raise DecodeError("corrupt", "not a decodable image")
-    return int(array.shape[0]), int(array.shape[1])
+    return array
 
 
 def jpeg_reduction(original_size: tuple[int, int], at_least: tuple[int, int] | None) -> int:
@@ -142,9 +160,7 @@ def _decode_any(data: bytes) -> tuple[np.ndarray, list[str]]:
             alpha = mode == "PA" or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
         return array, [PILLOW_MODES[mode]]
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise DecodeError("corrupt", "not a decodable image")
+    array = _opencv_decode(data)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[-1] == 3 else cv2.COLOR_BGRA2RGBA)
     return array, []

@@ -1,10 +1,12 @@
 """The verification pass every file-based source runs before its data is used.
 
-Every image is decoded once, in parallel threads (corrupt and truncated files are skipped with a warning
-naming the file), and the conversions it will take to the configured channels are counted; its pixels
-are not kept: a source's result is an index of paths, sizes and annotations (data/index.py). Annotations
-are checked (boxes clipped within BOX_TOLERANCE_PX, masks against the class range). What was kept,
-converted and skipped, per reason, is a VerificationReport on the DataBundle.
+Every image is decoded once, in parallel threads, and the conversions it will take to the configured
+channels are counted; its pixels are not kept: a source's result is an index of paths, sizes and annotations
+(data/index.py). Annotations are checked (boxes clipped within BOX_TOLERANCE_PX, masks against the class
+range). What was kept, converted and skipped, per reason, is a VerificationReport on the DataBundle. No file
+stops a load: one that cannot be used (empty, truncated, corrupt, a header above Pillow's decompression-bomb
+limit, unreadable, a link to nothing or a link loop, a name that is not UTF-8) is a skip, counted by reason,
+with a warning naming it.
 
 The verdict on each image file (usable with its size and conversions, or skipped and why) is cached by the
 file's size and modification time in $VISIONKIT_CACHE_DIR/verify (default ~/.cache/visionkit/verify), so a
@@ -14,6 +16,7 @@ written into the dataset's folder.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -41,12 +44,17 @@ WARNINGS_SHOWN = 20  # per kind of issue; the report keeps them all
 SKIP_REASONS = (
     "corrupt",
     "truncated",
+    "empty",
+    "too_large",
     "unsupported",
     "missing",
+    "unreadable",
+    "bad_name",
     "size_mismatch",
     "bad_label",
     "bad_target",
     "mask_missing",
+    "mask_unreadable",
     "mask_corrupt",
     "mask_colour",
     "mask_size",
@@ -162,7 +170,7 @@ class VerdictCache:
                 f"the verification cache {directory} (VISIONKIT_CACHE_DIR) must lie outside "
                 f"the dataset {self.root}: nothing is written into a dataset"
             )
-        self.file = directory / f"{hashlib.sha256(str(self.root).encode()).hexdigest()[:24]}.json"
+        self.file = directory / f"{hashlib.sha256(os.fsencode(self.root)).hexdigest()[:24]}.json"
         self.stored = self._read()
         self.seen: dict[str, list] = {}
 
@@ -234,7 +242,7 @@ class ImageVerifier:
         self.size = image_size_pair(image_size)
         self.channels = check_channels(channels)
         self.spec = FileSpec(self.size, self.channels)
-        self.report = VerificationReport(dataset, str(root))
+        self.report = VerificationReport(dataset, printable(root))
         self.cache = VerdictCache(root)
 
     def read(self, paths: Sequence[Path]) -> list[Checked | None]:
@@ -245,16 +253,18 @@ class ImageVerifier:
         return [self._record(path, outcome) for path, outcome in zip(paths, outcomes)]
 
     def _inspect(self, path: Path) -> _Outcome:
+        if not utf8_name(path):
+            return _Outcome(("bad_name", "the file name is not valid UTF-8; rename the file to use it"))
         try:
             stat = path.stat()
             cached = self.cache.get(path, stat)
             if cached is not None:
                 return _Outcome(cached[0], stat, True, cached[1], cached[2])
             data = path.read_bytes()
-        except FileNotFoundError:
-            return _Outcome(("missing", "file not found"))
         except OSError as error:
-            return _Outcome(("corrupt", f"cannot be read ({error.strerror})"))
+            return _Outcome(unreadable(path, error))
+        except ValueError as error:  # a name the OS cannot take: an embedded NUL (from a CSV or JSON)
+            return _Outcome(("bad_name", f"not a file name ({error})"))
         try:
             check_integrity(data)
             image, conversions = decode_image(data, self.channels)
@@ -267,7 +277,7 @@ class ImageVerifier:
             self.cache.put(path, outcome.stat, outcome.verdict, outcome.original_size, outcome.conversions)
         self.report.cached += outcome.from_cache
         if outcome.verdict != OK:
-            self.report.skip(outcome.verdict[0], str(path), outcome.verdict[1])
+            self.report.skip(outcome.verdict[0], printable(path), outcome.verdict[1])
             return None
         self.report.kept += 1
         self.report.converted.update(outcome.conversions)
@@ -277,13 +287,47 @@ class ImageVerifier:
         """A usable image that its annotations make unusable (bad label file, mismatched mask...)."""
         self.report.kept -= 1
         self.report.converted.subtract(checked.conversions)
-        self.report.skip(reason, str(path), detail)
+        self.report.skip(reason, printable(path), detail)
 
     def finish(self) -> VerificationReport:
         """Store the verdicts and fail when nothing is left; the report for the bundle."""
         self.cache.save()
         self.report.require_images()
         return self.report
+
+
+def utf8_name(path: Path) -> bool:
+    """Whether the path's name is text: on Linux a name is bytes, and one that is not UTF-8 reaches Python with
+    surrogate escapes, which no log, report or tracking server can write."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: Path) -> str:
+    """The path as text that any output can write: a name's bytes that are not UTF-8 shown as \\udcNN escapes."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unreadable(path: Path, error: OSError) -> tuple[str, str]:
+    """The skip reason and detail of a file the OS refuses to open or read."""
+    if isinstance(error, FileNotFoundError):
+        return ("missing", "a link to nothing" if path.is_symlink() else "file not found")
+    if error.errno == errno.ELOOP:
+        return ("unreadable", "a symbolic link loop: the link leads back to itself")
+    return ("unreadable", f"cannot be read ({error.strerror or error})")
+
+
+def read_bytes(path: Path, prefix: str = "") -> bytes:
+    """The bytes of a file an image depends on (a mask, a label file); DecodeError when the OS refuses it, with
+    the reason (missing, unreadable) prefixed by `prefix` ("mask_")."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        reason, detail = unreadable(path, error)
+        raise DecodeError(prefix + reason, detail) from None
 
 
 def clean_boxes(

@@ -17,7 +17,7 @@ from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, list_images, split_folders
 from visionkit.data.images import DecodeError, read_mask
 from visionkit.data.index import LazyItem
-from visionkit.data.verify import ImageVerifier, clean_mask
+from visionkit.data.verify import ImageVerifier, clean_mask, read_bytes
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
 
@@ -85,7 +85,7 @@ def _samples(image_folder: Path, mask_folder: Path, num_values: int, verifier: I
             verifier.drop(path, decoded, "mask_missing", f"no mask {mask_folder / stem}.png")
             continue
         try:
-            mask = read_mask(mask_path.read_bytes())
+            mask = read_mask(read_bytes(mask_path, "mask_"))
         except DecodeError as error:
             verifier.drop(path, decoded, error.reason, f"mask {mask_path}: {error.detail}")
             continue
