@@ -112,13 +112,13 @@ FULL: dict[str, Decoder] = {
     "pillow": pillow_full,
     "simplejpeg": simplejpeg_full,
     "tf.io (eager)": tf_full,
+    "visionkit decode_image": visionkit_decode,  # simplejpeg, at 1/2, 1/4 or 1/8 where the target allows
 }
 REDUCED: dict[str, Decoder] = {
     "opencv IMREAD_REDUCED": opencv_reduced,
     "pillow draft": pillow_draft,
     "simplejpeg any M/8 scale": simplejpeg_any_scale,
     "tf.io ratio (eager)": tf_ratio,
-    "visionkit decode_image": visionkit_decode,  # simplejpeg, 1/2, 1/4 or 1/8
 }
 
 
