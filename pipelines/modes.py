@@ -13,6 +13,7 @@ MODES = {
     "verify": "check the dataset as training would load it; report what was kept, converted and skipped",
     "compare": "the runs of an experiment as a table sorted by a metric",
     "benchmark": "training and inference images/s, the share of time waiting for data, and MFU",
+    "explain": "what a checkpoint learned and where it looks: filters, DeconvNet, Grad-CAM, occlusion ... as PNGs",
 }
 # mode=benchmark logs to one experiment for every task (throughput compares across tasks and machines);
 # mode=compare sorts that experiment's runs by these figures, and a multirun creates it before its jobs start.

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines import context
 from pipelines.evaluation import checked_tta, evaluate_and_log, print_metrics
+from pipelines.explaining import log_training_pictures
 from pipelines.exporting import export_and_verify, export_settings
 from pipelines.resume import training_state
 from pipelines.settings import ExportSettings, TrackingSettings, TrainerSettings
@@ -210,6 +211,7 @@ def report(training: Training) -> dict[str, float]:
     model = best_model(training.model, training.checkpoints, training.strategy)  # what we report and ship
     model.save(training.run_dir / "model.keras")
     metrics = evaluate_and_log(model, task, bundle, tracker, batch_size=training.trainer.batch_size, tta=training.tta)
+    log_training_pictures(model, task.name, bundle, tracker, training.run_dir)
     if training.export.enabled:
         exported = export_and_verify(
             model,
