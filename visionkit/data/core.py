@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from visionkit.data.verify import VerificationReport
 
 SPLIT_NAMES = ("train", "val", "test")
-LIST_TARGETS = ("boxes", "classes")  # one array per image, of varying length
+LIST_TARGETS = ("boxes", "classes", "difficult")  # one array per image, of varying length (difficult: VOC's)
 
 
 @dataclass(frozen=True)

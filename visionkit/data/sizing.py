@@ -78,7 +78,8 @@ class Sizing:
         if "boxes" in sample:
             boxes = scale_boxes(sample["boxes"], original_size, resized)
             if self.mode == "center_crop":
-                sized.update(self._cropped_boxes(boxes, sample.get("classes"), top, left))
+                per_box = {key: sample[key] for key in ("classes", "difficult") if key in sample}
+                sized.update(self._cropped_boxes(boxes, per_box, top, left))
             else:
                 sized["boxes"] = boxes
         return sized
@@ -100,13 +101,14 @@ class Sizing:
             return canvas
         return array
 
-    def _cropped_boxes(self, boxes: np.ndarray, classes, top: int, left: int) -> dict[str, np.ndarray]:
-        """Boxes shifted into the crop and clipped to it; those left without area are dropped, classes too."""
+    def _cropped_boxes(self, boxes: np.ndarray, per_box: dict, top: int, left: int) -> dict[str, np.ndarray]:
+        """Boxes shifted into the crop and clipped to it; those left without area are dropped, and their entries
+        of `per_box` (classes, VOC's difficult flags) with them."""
         height, width = self.size
         shifted = boxes - np.array([left, top, left, top], np.float32)
         clipped = np.clip(shifted, 0, np.array([width, height, width, height], np.float32)).astype(np.float32)
         keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-        kept = {"boxes": clipped[keep]}
-        if classes is not None:
-            kept["classes"] = np.asarray(classes)[keep]
-        return kept
+        return {
+            "boxes": clipped[keep],
+            **{key: np.asarray(values).reshape(-1)[keep] for key, values in per_box.items()},
+        }

@@ -6,7 +6,10 @@ gallery of predicted and true boxes, precision-recall curves.
 
 Targets: a batch of samples becomes one float32 array [B, max_boxes, 5] of (x1, y1, x2, y2, class)
 in pixels, rows past an image's boxes padded with -1 (keras-cv's dense box format, boxes and classes
-side by side in one array so that Keras pairs one target with the model's one output).
+side by side in one array so that Keras pairs one target with the model's one output). A box a sample
+marks `difficult` (Pascal VOC) has class -2 - c: the losses take only classes >= 0, so training leaves it
+out, as py-faster-rcnn does (its VOC reader drops difficult objects unless told otherwise), and the
+evaluation keeps it out of the metrics, as VOC's protocol does.
 
 Model output, of one of two kinds, told apart by rank:
 - dense, [B, anchors, 8 + K]: for every anchor, its box (pixel xyxy), the box deltas relative to it
@@ -38,6 +41,8 @@ from visionkit.tasks.detection_metrics import coco_metrics, precision_recall_fig
 from visionkit.tasks.region_losses import ProposalLoss, RegionLoss, sigmoid_focal_loss, smooth_l1
 
 PADDING = -1.0
+# Class column of a difficult box of class c: DIFFICULT_OFFSET - c, below PADDING.
+DIFFICULT_OFFSET = -2
 DECODE_BATCH = 256  # images decoded (and suppressed) at once in the evaluation
 # Best-scoring (anchor, class) pairs per image that enter non-maximum suppression (Lin et al. 2017,
 # section 4: 1000 per level); suppression takes time quadratic in their number.
@@ -135,11 +140,14 @@ class DetectionLoss(keras.losses.Loss):
 
 
 def truth_lists(y_true: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Per image {"boxes": [N, 4], "classes": [N]} from padded targets [B, M, 5]."""
-    y_true = np.asarray(y_true)
-    return [
-        {"boxes": rows[rows[:, 4] >= 0, :4], "classes": rows[rows[:, 4] >= 0, 4].astype(np.int64)} for rows in y_true
-    ]
+    """Per image {"boxes": [N, 4], "classes": [N], "difficult": [N] bool} from padded targets [B, M, 5]."""
+    truths = []
+    for rows in np.asarray(y_true):
+        rows = rows[rows[:, 4] != PADDING]
+        difficult = rows[:, 4] <= DIFFICULT_OFFSET
+        classes = np.where(difficult, DIFFICULT_OFFSET - rows[:, 4], rows[:, 4]).astype(np.int64)
+        truths.append({"boxes": rows[:, :4], "classes": classes, "difficult": difficult})
+    return truths
 
 
 class ValidationMAP(keras.callbacks.Callback):
@@ -243,8 +251,10 @@ class Detection(Task):
                 raise UserError(
                     f"an image has {len(boxes)} boxes, more than task.max_boxes={self.max_boxes}; raise task.max_boxes"
                 )
+            classes = np.asarray(sample["classes"]).reshape(-1)
+            difficult = np.asarray(sample.get("difficult", np.zeros(len(classes), bool)), bool).reshape(-1)
             targets[i, : len(boxes), :4] = boxes
-            targets[i, : len(boxes), 4] = np.asarray(sample["classes"]).reshape(-1)
+            targets[i, : len(boxes), 4] = np.where(difficult, DIFFICULT_OFFSET - classes, classes)
         return targets
 
     def training_callbacks(self, data, log_figure) -> list[keras.callbacks.Callback]:

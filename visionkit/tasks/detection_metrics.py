@@ -5,6 +5,12 @@ Boxes are pixel xyxy (the project's contract) and turn into COCO's xywh here, at
 ids are class index + 1 (COCO ids start at 1); areas are w * h, which COCO compares with 32^2 and 96^2
 for small / medium / large (bounds inclusive, so a 32x32 box counts as small and as medium).
 
+Pascal VOC's `difficult` objects are kept out of the scores, as VOC's devkit keeps them: COCOeval's ignore
+flag, so that a detection matching one is neither a true nor a false positive (however many detections
+match it: VOC's devkit counts none of them) and an undetected one is no miss. Matching follows COCOeval,
+which prefers a regular object to an ignored one above the IoU threshold, where VOC's devkit takes the
+highest IoU of all; the two differ only for a detection overlapping both kinds.
+
 Where pycocotools reports -1 (no ground truth in a category or area range, so no AP can be
 computed) the metric is NaN: every call returns the same keys, and a NaN is never mistaken for a
 score of 0. Use `math.isnan` to leave them out when logging.
@@ -30,7 +36,8 @@ def coco_metrics(
     """COCO box metrics: map (AP@[.5:.95]), map50, map75, map_small/medium/large, mar100 (AR, 100
     detections per image) and ap_<class name> (AP@[.5:.95] of each class).
 
-    truths: one dict per image, {"boxes": [N, 4] xyxy, "classes": [N] int, optionally "iscrowd": [N]};
+    truths: one dict per image, {"boxes": [N, 4] xyxy, "classes": [N] int, optionally "iscrowd": [N] and
+    "difficult": [N] (Pascal VOC's flag: kept out of the scores)};
     predictions: one dict per image, {"boxes": [M, 4] xyxy, "scores": [M], "classes": [M] int};
     image_size: (height, width) of the images, written into COCO's image records.
     """
@@ -91,13 +98,30 @@ def _evaluate(truths, predictions, class_names, image_size=None) -> COCOeval:
     truth_records = _annotations(truths, len(class_names), "truths")
     prediction_records = _annotations(predictions, len(class_names), "predictions")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress with print
-        evaluation = COCOeval(
+        evaluation = _DifficultAwareEval(
             _coco(images, categories, truth_records), _coco(images, categories, prediction_records), iouType="bbox"
         )
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
     return evaluation
+
+
+class _DifficultAwareEval(COCOeval):
+    """COCOeval that also ignores the truths marked `difficult` (Pascal VOC), as it ignores crowds."""
+
+    def _prepare(self):
+        super()._prepare()  # sets each truth's ignore flag from iscrowd alone
+        for truths in self._gts.values():
+            for truth in truths:
+                truth["ignore"] = truth["ignore"] or truth["difficult"]
+
+    def evaluateImg(self, imgId, catId, aRng, maxDet):  # noqa: N803  (COCOeval's names)
+        # The IoUs are computed by now, plainly (crowds aside), as VOC computes them. From here a difficult
+        # object is matched as COCOeval matches a crowd: by any number of detections, each of them ignored.
+        for truth in self._gts[imgId, catId]:
+            truth["iscrowd"] = truth["iscrowd"] or truth["difficult"]
+        return super().evaluateImg(imgId, catId, aRng, maxDet)
 
 
 def _coco(images, categories, annotations) -> COCO:
@@ -114,7 +138,9 @@ def _annotations(per_image, num_classes, what):
     for image_index, entry in enumerate(per_image):
         boxes = np.asarray(entry["boxes"], dtype="float64").reshape(-1, 4)
         classes = np.asarray(entry["classes"], dtype="int64").reshape(-1)
-        columns = {key: np.asarray(entry[key]).reshape(-1) for key in ("scores", "iscrowd") if key in entry}
+        columns = {
+            key: np.asarray(entry[key]).reshape(-1) for key in ("scores", "iscrowd", "difficult") if key in entry
+        }
         _check_entry(boxes, classes, columns, num_classes, f"{what}[{image_index}]")
         for n, ((x1, y1, x2, y2), cls) in enumerate(zip(boxes, classes)):
             record = {
@@ -124,6 +150,7 @@ def _annotations(per_image, num_classes, what):
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
                 "area": (x2 - x1) * (y2 - y1),
                 "iscrowd": int(columns["iscrowd"][n]) if "iscrowd" in columns else 0,
+                "difficult": int(columns["difficult"][n]) if "difficult" in columns else 0,
             }
             if "scores" in columns:
                 record["score"] = float(columns["scores"][n])

@@ -84,6 +84,7 @@ def _apply(compose: A.Compose, sample: dict[str, Any], output_size: tuple[int, i
     if "boxes" in sample:
         inputs["bboxes"] = np.asarray(sample["boxes"], np.float32).reshape(-1, 4)
         inputs["classes"] = np.asarray(sample["classes"], np.int64).reshape(-1)
+        inputs["difficult"] = np.asarray(sample.get("difficult", np.zeros(len(inputs["classes"]))), bool).reshape(-1)
     result = compose(**inputs)
     expected = sample["image"].shape if output_size is None else (*output_size, *sample["image"].shape[2:])
     if result["image"].shape != expected:  # a batch needs one image size, and the model was built for it
@@ -98,6 +99,8 @@ def _apply(compose: A.Compose, sample: dict[str, Any], output_size: tuple[int, i
     if "boxes" in sample:  # kept boxes only; [0, 4] when every box left the image
         augmented["boxes"] = np.asarray(result["bboxes"], np.float32).reshape(-1, 4)
         augmented["classes"] = np.asarray(result["classes"], np.int64).reshape(-1)
+        if "difficult" in sample:  # Pascal VOC's flags follow their boxes
+            augmented["difficult"] = np.asarray(result["difficult"], bool).reshape(-1)
     return augmented
 
 
@@ -144,7 +147,7 @@ class Augmenter:
         boxes = (
             A.BboxParams(
                 format="pascal_voc",
-                label_fields=["classes"],
+                label_fields=["classes", "difficult"],
                 min_visibility=self.min_visibility,
                 min_area=self.min_area,
                 clip=True,

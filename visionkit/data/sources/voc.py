@@ -1,0 +1,313 @@
+"""`voc`: Pascal VOC's layout (detection and segmentation), as the VOCdevkit holds it and as labelImg and CVAT
+export it.
+
+    <path>/Annotations/<id>.xml            one object a <object>: name, bndbox, difficult, truncated, occluded, pose
+    <path>/JPEGImages/<id>.jpg
+    <path>/ImageSets/Main/<list>.txt       the ids of a split, one a line (detection)
+    <path>/ImageSets/Segmentation/<list>.txt
+    <path>/SegmentationClass/<id>.png      palette PNG: the palette index is the class, 255 the ignored borders
+
+`targets` (conf: the task's name) picks the annotations: detection reads the XML boxes of the ids in
+ImageSets/Main, segmentation the masks of the ids in ImageSets/Segmentation. Without that ImageSets folder (a
+labelling tool's export), every annotation file is a training sample and val and test are carved from them.
+
+VOC's boxes are 1-based inclusive pixel indices: a box covering the image's first column has xmin 1. They become
+the sample contract's 0-based pixel edges here: (xmin - 1, ymin - 1, xmax, ymax). Objects marked `difficult` stay in
+the samples with a `difficult` flag: the detection task keeps them out of training and of the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionkit.data.core import DataBundle, bundle_from_samples
+from visionkit.data.files import existing_path
+from visionkit.data.images import DecodeError, read_mask
+from visionkit.data.index import LazyItem
+from visionkit.data.sources.masks import mask_of_file
+from visionkit.data.verify import Checked, ImageVerifier, clean_boxes, clean_mask
+from visionkit.errors import UserError
+from visionkit.registry import DATASETS
+
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+# data.targets -> (the ImageSets folder of its split lists, the folder of its annotation files, their suffix)
+TARGETS = {"detection": ("Main", "Annotations", ".xml"), "segmentation": ("Segmentation", "SegmentationClass", ".png")}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+class BadAnnotation(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class VocObject:
+    name: str
+    box: tuple[float, float, float, float]  # 0-based pixel-edge xyxy
+    difficult: bool = False
+    truncated: bool = False
+    occluded: bool = False
+    pose: str = "Unspecified"
+
+
+@dataclass(frozen=True)
+class VocAnnotation:
+    filename: str
+    size: tuple[int, int] | None  # (height, width) the XML gives; None when it gives none (or zeros)
+    segmented: bool
+    objects: tuple[VocObject, ...]
+
+
+@DATASETS.register("voc", tasks=("detection", "segmentation"))
+def voc(
+    *,
+    path: str = "",
+    targets: str = "detection",
+    train_list: str = "train",
+    val_list: str = "val",
+    test_list: str = "test",
+    class_names: Sequence[str] | None = None,
+    image_size: int | Sequence[int] = (64, 64),
+    channels: int = 3,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+) -> DataBundle:
+    """A split list that is empty or absent (val, test) is carved from train by its fraction."""
+    root = existing_path(path, "a Pascal VOC folder with Annotations/, JPEGImages/ and ImageSets/")
+    if targets not in TARGETS:
+        raise UserError(f"data.targets must be one of {', '.join(TARGETS)}, received {targets!r}")
+    ids = _split_ids(root, targets, {"train": train_list, "val": val_list, "test": test_list})
+    verifier = ImageVerifier("voc", root, image_size=image_size, channels=channels)
+    if targets == "segmentation":
+        names = list(class_names) if class_names else list(VOC_CLASSES)
+        pools = {split: _mask_samples(root, split_ids, len(names) + 1, verifier) for split, split_ids in ids.items()}
+        mask_names = ["background", *names]
+    else:
+        annotations = {split: _annotations(root, split_ids, verifier) for split, split_ids in ids.items()}
+        names = list(class_names) if class_names else _found_names(annotations)
+        pools = {split: _box_samples(found, names, verifier) for split, found in annotations.items()}
+        mask_names = []
+    return bundle_from_samples(
+        "voc",
+        pools,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        class_names=names,
+        mask_names=mask_names,
+        verification=verifier.finish(),
+    )
+
+
+def _split_ids(root: Path, targets: str, lists: dict[str, str]) -> dict[str, list[str]]:
+    """The ids of each split whose list exists; without the ImageSets folder, every annotation file is train."""
+    image_set, annotation_folder, suffix = TARGETS[targets]
+    folder = root / "ImageSets" / image_set
+    if not folder.is_dir():
+        annotations = root / annotation_folder
+        if not annotations.is_dir():
+            raise UserError(f"{root} has neither {folder} nor {annotations}: is data.path a Pascal VOC folder?")
+        return {"train": sorted(p.stem for p in annotations.iterdir() if p.suffix.lower() == suffix)}
+    ids = {}
+    for split, name in lists.items():
+        list_file = folder / f"{name}.txt"
+        if name and list_file.is_file():
+            lines = list_file.read_text(encoding="utf-8").splitlines()
+            ids[split] = [line.split()[0] for line in lines if line.split()]  # "<id>" or "<id> <±1>" per line
+        elif split == "train":
+            present = ", ".join(sorted(p.stem for p in folder.glob("*.txt"))) or "none"
+            raise UserError(f"data.train_list: {list_file} does not exist; lists in {folder}: {present}")
+    return ids
+
+
+def read_annotation(path: Path) -> VocAnnotation:
+    """A VOC XML file as labelImg, CVAT and the VOCdevkit write it; BadAnnotation says what is wrong."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError, ValueError) as error:
+        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BadAnnotation(f"not readable XML ({why})") from None
+    if root.tag != "annotation":
+        raise BadAnnotation(f"the root element is <{root.tag}>, not <annotation>")
+    width, height = _number(root, "size/width", 0), _number(root, "size/height", 0)
+    return VocAnnotation(
+        filename=(root.findtext("filename") or "").strip(),
+        size=(int(height), int(width)) if width > 0 and height > 0 else None,
+        segmented=_flag(root, "segmented"),
+        objects=tuple(_object(element, n) for n, element in enumerate(root.iter("object"), start=1)),
+    )
+
+
+def _object(element: ElementTree.Element, number: int) -> VocObject:
+    name = (element.findtext("name") or "").strip()
+    if not name:
+        raise BadAnnotation(f"object {number} has no <name>")
+    try:
+        x1, y1, x2, y2 = (_number(element, f"bndbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax"))
+    except BadAnnotation as error:
+        raise BadAnnotation(f"object {number} ({name}): {error}") from None
+    return VocObject(
+        name=name,
+        # 1-based inclusive pixel indices -> 0-based pixel edges: pixel 1 starts at edge 0, pixel xmax ends at xmax.
+        box=(x1 - 1, y1 - 1, x2, y2),
+        difficult=_flag(element, "difficult"),
+        truncated=_flag(element, "truncated"),
+        occluded=_flag(element, "occluded"),
+        pose=(element.findtext("pose") or "Unspecified").strip(),
+    )
+
+
+def _number(element: ElementTree.Element, path: str, default: float | None = None) -> float:
+    text = element.findtext(path)
+    if text is None or not text.strip():
+        if default is None:
+            raise BadAnnotation(f"<{path}> is missing")
+        return default
+    try:
+        value = float(text)  # CVAT writes decimals
+    except ValueError:
+        raise BadAnnotation(f"<{path}> is {text.strip()!r}, not a number") from None
+    if not math.isfinite(value):
+        raise BadAnnotation(f"<{path}> is {text.strip()!r}, not a finite number")
+    return value
+
+
+def _flag(element: ElementTree.Element, path: str) -> bool:
+    """A 0/1 field (labelImg also writes 'true'/'false' for some); absent is 0."""
+    text = (element.findtext(path) or "0").strip().lower()
+    return text in ("1", "true", "yes")
+
+
+def _image_path(root: Path, image_id: str, filename: str = "") -> Path:
+    """JPEGImages/<filename the XML gives>, else JPEGImages/<id> with the first image suffix found."""
+    folder = root / "JPEGImages"
+    if filename and (folder / Path(filename).name).is_file():
+        return folder / Path(filename).name
+    candidates = [folder / f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+    return next((p for p in candidates if p.is_file()), candidates[0])  # a missing file: verification names it
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: Path
+    checked: Checked
+    annotation: VocAnnotation
+    xml: Path
+
+
+def _annotations(root: Path, ids: list[str], verifier: ImageVerifier) -> list[_Found]:
+    """Each id's parsed XML and verified image; an unreadable XML or a <size> that is not the image's is a skip."""
+    parsed = []
+    for image_id in ids:
+        xml = root / "Annotations" / f"{image_id}.xml"
+        if not xml.is_file():
+            verifier.report.skip("annotation_missing", str(xml), f"the split lists {image_id} but it has no annotation")
+            continue
+        try:
+            parsed.append((image_id, xml, read_annotation(xml)))
+        except BadAnnotation as error:
+            verifier.report.skip("bad_annotation", str(xml), str(error))
+    paths = [_image_path(root, image_id, annotation.filename) for image_id, _, annotation in parsed]
+    found = []
+    for path, (_, xml, annotation), checked in zip(paths, parsed, verifier.read(paths)):
+        if checked is None:
+            continue
+        if annotation.size not in (None, checked.original_size):
+            (height, width), (real_h, real_w) = annotation.size, checked.original_size
+            detail = f"{xml.name} gives {width}x{height} for a {real_w}x{real_h} image; its boxes would not fit"
+            verifier.drop(path, checked, "size_mismatch", detail)
+            continue
+        found.append(_Found(path, checked, annotation, xml))
+    return found
+
+
+def _found_names(annotations: dict[str, list[_Found]]) -> list[str]:
+    """VOC's 20 classes when every object is one of them, else the sorted names the XML files use."""
+    names = {obj.name for found in annotations.values() for item in found for obj in item.annotation.objects}
+    if not names:
+        raise UserError("data=voc: no <object> in any annotation file; nothing to detect")
+    return list(VOC_CLASSES) if names <= set(VOC_CLASSES) else sorted(names)
+
+
+def _box_samples(found: list[_Found], names: list[str], verifier: ImageVerifier) -> list[dict[str, Any]]:
+    index_of = {name: i for i, name in enumerate(names)}
+    report = verifier.report
+    samples = []
+    for item in found:
+        objects = []
+        for obj in item.annotation.objects:
+            if obj.name in index_of:
+                objects.append(obj)
+            else:
+                where = f"{item.xml}: object {obj.name!r}"
+                report.find("unknown_category", 1, where, f"not in data.class_names {names}; not a box")
+        report.find("difficult_objects", sum(obj.difficult for obj in objects))
+        boxes = np.array([obj.box for obj in objects], np.float64).reshape(-1, 4)
+        sources = [f"{item.xml} object {obj.name!r}" for obj in objects]
+        # clean_boxes drops what it must with the classes it is given: give it positions to keep the flags aligned.
+        boxes, kept = clean_boxes(report, boxes, np.arange(len(objects)), item.checked.original_size, sources)
+        samples.append(
+            {
+                "image": item.checked.file,
+                "boxes": boxes,
+                "classes": np.array([index_of[objects[k].name] for k in kept], np.int64),
+                "difficult": np.array([objects[k].difficult for k in kept], bool),
+            }
+        )
+    return samples
+
+
+def _mask_samples(root: Path, ids: list[str], num_values: int, verifier: ImageVerifier) -> list[dict[str, Any]]:
+    paths = [_image_path(root, image_id) for image_id in ids]
+    samples = []
+    for image_id, path, checked in zip(ids, paths, verifier.read(paths)):
+        if checked is None:
+            continue
+        mask_path = root / "SegmentationClass" / f"{image_id}.png"
+        try:
+            mask = read_mask(mask_path.read_bytes())
+        except FileNotFoundError:
+            verifier.drop(path, checked, "mask_missing", f"no mask {mask_path}")
+            continue
+        except OSError as error:
+            verifier.drop(path, checked, "mask_unreadable", f"mask {mask_path}: {error.strerror}")
+            continue
+        except DecodeError as error:
+            verifier.drop(path, checked, error.reason, f"mask {mask_path}: {error.detail}")
+            continue
+        if mask.shape != checked.original_size:
+            height, width = checked.original_size
+            detail = f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, the image {path} is {width}x{height}"
+            verifier.drop(path, checked, "mask_size", detail)
+            continue
+        clean_mask(verifier.report, mask, num_values, str(mask_path))  # reports what reading sets to ignore
+        samples.append({"image": checked.file, "mask": LazyItem((str(mask_path), num_values), mask_of_file)})
+    return samples
