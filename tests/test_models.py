@@ -22,7 +22,7 @@ def test_resnet_parameter_counts():
     assert sum(int(np.prod(w.shape)) for w in resnet18.trainable_weights) == 11_689_512
 
 
-@pytest.mark.parametrize("name", available("classification"))
+@pytest.mark.parametrize("name", [n for n in available("classification") if MODELS.meta(n).get("modality") != "series"])
 def test_trunks_name_their_feature_maps_by_stride(name):
     trunk = MODELS.get(name)(input_shape=(64, 64, 3), include_top=False, width=0.25)
     maps = feature_maps(trunk)

@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 3
 # The smallest inputs and widths the builders allow, so that the whole zoo saves in seconds.
 SMALL_INPUTS = {"lenet5": (16, 16, 1), "alexnet": (52, 52, 3), "zfnet": (60, 60, 3), "alphago_policy": (3, 3, 4)}
+SMALL_INPUTS |= {
+    name: (15, 16) if name == "tdnn" else (16, 2)
+    for name in MODELS.names()
+    if MODELS.meta(name).get("modality") == "series"
+}
 SMALL_OPTIONS = {
+    "tdnn": {},
+    "wavenet": {"filters": 4, "skip_filters": 4, "layers_per_block": 2, "blocks": 1},
     "alphago_policy": {"filters": 4, "depth": 2},
     "retinanet": {
         "backbone": "resnet18",

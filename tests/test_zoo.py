@@ -42,8 +42,8 @@ def cases(fast):
         pytest.param(name, task, marks=[] if fast(name, task) else [pytest.mark.slow], id=f"{name}-{task}")
         for name in MODELS.names()
         for task in MODELS.meta(name)["tasks"]
-        if task in ("classification", "regression")
-    ]
+        if task in ("classification", "regression") and MODELS.meta(name).get("modality") != "series"
+    ]  # the series models (a [T, C] input): tests/test_sequences.py
 
 
 def trained_one_step(name, task):
