@@ -22,6 +22,15 @@ def existing_path(path: str | None, what: str, key: str = "data.path") -> Path:
     return resolved
 
 
+def read_text(path: Path) -> str:
+    """A text file that describes a dataset (a class list, a YAML); a one-line UserError naming it when it cannot be
+    read as UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} cannot be read as UTF-8 text ({str(error).splitlines()[0]})") from None
+
+
 def split_name(name: str) -> str | None:
     """'train', 'val' or 'test' for a folder or CSV value naming a split, else None."""
     return next((split for split, aliases in SPLIT_ALIASES.items() if name.lower() in aliases), None)

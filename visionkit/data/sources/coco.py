@@ -5,7 +5,15 @@ Boxes come from `bbox` (COCO's pixel xywh, converted here to xyxy); masks from `
 so that small objects stay visible, with value class index + 1. Categories are sorted by id; the
 class index is the position. Crowd annotations (`iscrowd: 1`) are not training boxes and their pixels
 are 255 (ignore) in masks, as are the pixels of annotations with unknown category ids and the boxes
-of annotations without a segmentation.
+of annotations without a segmentation. A split whose objects have boxes only has no masks (data.load
+refuses it for segmentation).
+
+Labelling tools' exports load as they are: data.path may name the JSON file (its folder is the root) or a
+folder, where the JSON is data.annotations or else the one *.json in it or in its annotations/ (Roboflow's
+`_annotations.coco.json`, CVAT's `annotations/instances_default.json`). A `file_name` is looked for under
+<root>/<images>, the JSON's folder, an images/ beside the JSON and one beside its folder, also by its last
+part alone (Label Studio writes `images/x.jpg` or absolute paths, Windows tools backslashes). Category ids
+may start at 0 or 1; Roboflow's placeholder category (the others' supercategory, never used) is left out.
 """
 
 from __future__ import annotations
@@ -39,17 +47,21 @@ def coco(
     test_fraction: float = 0.15,
     seed: int = 0,
 ) -> DataBundle:
-    """root/<annotations> and root/<images>/, or the same inside root/{train,val,test}/."""
-    root = existing_path(path, f"a folder with {annotations} and {images}/")
-    splits = split_folders(root)
-    documents = {split: read_json(folder / annotations) for split, folder in splits.items()}
-    categories = _categories(documents["train"], splits["train"] / annotations)
+    """root/<annotations> and root/<images>/, or the same inside root/{train,val,test}/; or the JSON file."""
+    location = existing_path(path, f"a COCO JSON file, or a folder with {annotations} and {images}/")
+    root = location.parent if location.is_file() else location
+    splits = {"train": root} if location.is_file() else split_folders(root)
+    json_paths = {
+        split: location if location.is_file() else find_json(folder, annotations) for split, folder in splits.items()
+    }
+    documents = {split: read_json(json_path) for split, json_path in json_paths.items()}
+    categories = _categories(documents, json_paths["train"])
     index_of = {c["id"]: i for i, c in enumerate(categories)}
     verifier = ImageVerifier("coco", root, image_size=image_size, channels=channels)
-    pools = {
-        split: _samples(documents[split], folder / annotations, folder / images, index_of, verifier)
-        for split, folder in splits.items()
-    }
+    pools = {}
+    for split, folder in splits.items():
+        folders = image_folders(folder, images, json_paths[split])
+        pools[split] = _samples(documents[split], json_paths[split], folders, index_of, verifier)
     return bundle_from_samples(
         "coco",
         pools,
@@ -61,6 +73,32 @@ def coco(
     )
 
 
+def find_json(folder: Path, annotations: str) -> Path:
+    """folder/<annotations>, else the one JSON file in folder or in folder/annotations/ (exporters name it)."""
+    named = folder / annotations
+    if named.is_file():
+        return named
+    found = sorted(folder.glob("*.json")) + sorted(folder.glob("annotations/*.json"))
+    if len(found) == 1:
+        return found[0]
+    which = f"it holds {', '.join(p.relative_to(folder).as_posix() for p in found)}" if found else "nor any .json"
+    raise UserError(f"{folder} has no {annotations} ({which}): set data.annotations to the COCO JSON file")
+
+
+def image_folders(folder: Path, images: str, json_path: Path) -> list[Path]:
+    """Where exporters put the images of this JSON, in the order they are looked for."""
+    candidates = (folder / images, json_path.parent, json_path.parent / "images", json_path.parent.parent / "images")
+    return list(dict.fromkeys(candidates))
+
+
+def image_path(file_name: str, folders: list[Path]) -> Path:
+    """The first existing file that file_name names under the folders, whole or by its last part; the first
+    candidate (reported missing later) when none exists."""
+    name = file_name.replace("\\", "/")
+    candidates = [folder / name for folder in folders] + [folder / Path(name).name for folder in folders]
+    return next((p for p in candidates if p.exists() or p.is_symlink()), candidates[0])
+
+
 def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path} does not exist (data.annotations names the COCO JSON file)")
@@ -70,27 +108,46 @@ def read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not readable JSON ({str(error).splitlines()[0]})") from None
     if not isinstance(document, dict) or not isinstance(document.get("images"), list):
         raise UserError(f"{path} is not a COCO annotations file: it has no 'images' list")
+    annotations = document.setdefault("annotations", [])
+    if not isinstance(annotations, list) or not all(isinstance(ann, dict) for ann in annotations):
+        raise UserError(f"{path}: 'annotations' must be a list of objects")
     return document
 
 
-def _categories(document: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    categories = document.get("categories")
-    if not categories or not all(isinstance(c, dict) and "id" in c and "name" in c for c in categories):
-        raise UserError(f"{path}: 'categories' must be a non-empty list of {{id, name}} entries")
-    return sorted(categories, key=lambda c: c["id"])
+def _categories(documents: dict[str, dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """The train JSON's categories sorted by id, less a placeholder: a category that no annotation of any split
+    uses and that other categories name as their supercategory (Roboflow's, named after the project, id 0)."""
+    categories = documents["train"].get("categories")
+    if not categories or not all(
+        isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in categories
+    ):
+        raise UserError(f"{path}: 'categories' must be a non-empty list of {{id, name}} entries with integer ids")
+    ids = (ann.get("category_id") for document in documents.values() for ann in document["annotations"])
+    used = {value for value in ids if _is_id(value)}
+
+    def placeholder(category: dict[str, Any]) -> bool:
+        children = [c for c in categories if c is not category and c.get("supercategory") == category["name"]]
+        return bool(children) and category["id"] not in used
+
+    return sorted((c for c in categories if not placeholder(c)), key=lambda c: c["id"])
 
 
 def _samples(
-    document: dict[str, Any], json_path: Path, image_folder: Path, index_of: dict[int, int], verifier: ImageVerifier
-) -> list[dict[str, np.ndarray]]:
+    document: dict[str, Any],
+    json_path: Path,
+    image_folders: list[Path],
+    index_of: dict[int, int],
+    verifier: ImageVerifier,
+) -> list[dict[str, Any]]:
+    """The split's samples; without "mask" when it has objects but none with an outline (a boxes-only export)."""
     entries = document["images"]
     for position, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
-            raise UserError(f"{json_path}: images[{position}] needs an 'id' and a 'file_name'")
+        if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str) or not _is_id(entry.get("id")):
+            raise UserError(f"{json_path}: images[{position}] needs an 'id' and a 'file_name' (a string)")
     by_image = defaultdict(list)
     known = {entry["id"] for entry in entries}
-    for ann in document.get("annotations", []):
-        if ann.get("image_id") in known:
+    for ann in document["annotations"]:
+        if _is_id(ann.get("image_id")) and ann["image_id"] in known:
             by_image[ann["image_id"]].append(ann)
         else:
             verifier.report.find(
@@ -99,7 +156,7 @@ def _samples(
                 f"{json_path.name} annotation id {ann.get('id')}",
                 f"image id {ann.get('image_id')} is not in 'images'; annotation ignored",
             )
-    paths = [image_folder / entry["file_name"] for entry in entries]
+    paths = [image_path(entry["file_name"], image_folders) for entry in entries]
     samples = []
     for entry, path, decoded in zip(entries, paths, verifier.read(paths)):
         if decoded is None:
@@ -115,7 +172,14 @@ def _samples(
             )
             continue
         samples.append(_sample(decoded, by_image[entry["id"]], index_of, verifier.report, json_path.name))
+    outlines = [segmentation is not None for sample in samples for segmentation, _, _ in sample["mask"].item[1]]
+    if outlines and not any(outlines):
+        return [{key: value for key, value in sample.items() if key != "mask"} for sample in samples]
     return samples
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _sample(
@@ -132,7 +196,8 @@ def _sample(
     for ann in sorted(anns, key=_area, reverse=True):
         where = f"{source} annotation id {ann.get('id')}"
         box = _xyxy(ann.get("bbox"))
-        known, crowd = ann.get("category_id") in index_of, bool(ann.get("iscrowd", 0))
+        known = _is_id(ann.get("category_id")) and ann["category_id"] in index_of
+        crowd = bool(ann.get("iscrowd", 0))
         if not known:
             report.find(
                 "unknown_category",

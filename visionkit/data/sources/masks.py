@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
-from visionkit.data.files import existing_path, list_images, split_folders
+from visionkit.data.files import existing_path, list_images, read_text, split_folders
 from visionkit.data.images import DecodeError, read_mask
 from visionkit.data.index import LazyItem
 from visionkit.data.verify import ImageVerifier, clean_mask, read_bytes
@@ -58,7 +58,7 @@ def masks(
 def read_class_names(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path} does not exist (data.class_names_file: one class name a line, line 0 the background)")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if len(names) < 2:
         raise UserError(f"{path} must name the background (line 0) and at least one class, received {names}")
     if len(names) > 255:

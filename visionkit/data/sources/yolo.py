@@ -1,8 +1,12 @@
 """`yolo`: YOLO txt label folders with a dataset YAML (detection), as Ultralytics and Roboflow export them.
 
 The YAML holds `path` (the dataset root, relative to the YAML's folder; default: that folder), `train`,
-`val`, `test` (relative to path: an image folder, a .txt file listing images, or a list of these) and
-`names` (a list, or a mapping id -> name). The labels of .../images/.../x.jpg are in
+`val`, `test` (relative to path: an image folder, a .txt file listing images, or a list of these; Roboflow's
+`../train/images` is also looked for without its `../`, as Ultralytics does) and `names` (a list, or a
+mapping id -> name; `nc` alone names the classes by number). A YAML without splits (Label Studio, CVAT) has
+images/ and labels/ beside it: their train/ val/ test/ sub-folders are the splits, else every image is in
+train and val and test are carved with the seed. A folder without data.yaml may name its classes in
+classes.txt (labelImg, Label Studio), one a line. The labels of .../images/.../x.jpg are in
 .../labels/.../x.txt, one object a line: `class cx cy w h`, normalised to 0..1 (converted here to pixel
 xyxy). An image without a label file has no objects. A label file with a malformed line or a class
 id out of range is reported with its file and line, and its image skipped: keeping the image with
@@ -20,8 +24,9 @@ import numpy as np
 import yaml
 
 from visionkit.data.core import SPLIT_NAMES, DataBundle, bundle_from_samples
-from visionkit.data.files import existing_path, list_images
-from visionkit.data.verify import ImageVerifier, clean_boxes
+from visionkit.data.files import existing_path, list_images, read_text, split_folders
+from visionkit.data.images import DecodeError
+from visionkit.data.verify import ImageVerifier, clean_boxes, read_bytes
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
 
@@ -40,18 +45,11 @@ def yolo(
     test_fraction: float = 0.15,
     seed: int = 0,
 ) -> DataBundle:
-    yaml_path = existing_path(path, "a YOLO dataset YAML, or a folder with data.yaml")
-    if yaml_path.is_dir():
-        yaml_path = existing_path(str(yaml_path / "data.yaml"), "the dataset YAML in the folder data.path names")
-    spec = read_spec(yaml_path)
+    yaml_path, spec = read_spec(existing_path(path, "a YOLO dataset YAML, or a folder with data.yaml"))
     root = (yaml_path.parent / str(spec.get("path") or ".")).expanduser()
-    names = class_names(spec.get("names"), yaml_path)
+    names = class_names(spec, yaml_path)
     verifier = ImageVerifier("yolo", root, image_size=image_size, channels=channels)
-    pools = {
-        split: _samples(_image_paths(root, spec[split], yaml_path, split), len(names), verifier)
-        for split in SPLIT_NAMES
-        if spec.get(split)
-    }
+    pools = {split: _samples(paths, len(names), verifier) for split, paths in _split_images(root, spec, yaml_path)}
     return bundle_from_samples(
         "yolo",
         pools,
@@ -63,34 +61,64 @@ def yolo(
     )
 
 
-def read_spec(yaml_path: Path) -> dict[str, Any]:
+def read_spec(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The dataset YAML (path names it, or a folder with data.yaml) and its content; a folder with classes.txt
+    and no data.yaml gives that file and {"names": its lines}."""
+    if path.is_dir():
+        if not (path / "data.yaml").exists() and (path / "classes.txt").is_file():
+            lines = read_text(path / "classes.txt").splitlines()
+            return path / "classes.txt", {"names": [line.strip() for line in lines if line.strip()]}
+        path = existing_path(str(path / "data.yaml"), "the dataset YAML (or classes.txt) in the folder data.path names")
     try:
-        spec = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise UserError(f"{yaml_path} is not readable YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(spec, dict) or not spec.get("train"):
-        raise UserError(f"{yaml_path} must give at least 'train' (the training images) and 'names'")
-    return spec
+        spec = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not readable YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(spec, dict) or not (spec.get("names") or spec.get("nc")):
+        raise UserError(f"{path} must be a mapping that gives at least 'names' (the class names)")
+    return path, spec
 
 
-def class_names(names: Any, yaml_path: Path) -> list[str]:
-    if isinstance(names, dict) and sorted(names) == list(range(len(names))):
-        names = [names[i] for i in range(len(names))]
+def class_names(spec: dict[str, Any], yaml_path: Path) -> list[str]:
+    """'names' as a list, from a list or a mapping 0..K-1 -> name (keys may be written as strings); without
+    names, `nc` classes named by their number. When both are given they must agree."""
+    names, count = spec.get("names"), spec.get("nc")
+    if names is None and isinstance(count, int) and count > 0:
+        names = [str(i) for i in range(count)]
+    if isinstance(names, dict) and all(str(k).isdigit() for k in names):
+        names = {int(k): v for k, v in names.items()}
+        names = [names[i] for i in range(len(names))] if sorted(names) == list(range(len(names))) else names
     if not isinstance(names, list) or not names:
         raise UserError(
             f"{yaml_path}: 'names' must be a non-empty list, or a mapping 0..K-1 -> name, received {names!r}"
         )
+    if count is not None and count != len(names):
+        raise UserError(f"{yaml_path}: 'nc' is {count!r} but 'names' lists {len(names)} classes")
     return [str(name) for name in names]
+
+
+def _split_images(root: Path, spec: dict[str, Any], yaml_path: Path) -> list[tuple[str, list[Path]]]:
+    """(split, image paths) of each split the YAML names; without any, of images/ beside it (its split folders,
+    else all of it as train)."""
+    if any(spec.get(split) for split in SPLIT_NAMES):
+        if not spec.get("train"):
+            raise UserError(f"{yaml_path} names {', '.join(s for s in SPLIT_NAMES if spec.get(s))} but no 'train'")
+        return [(split, _image_paths(root, spec[split], yaml_path, split)) for split in SPLIT_NAMES if spec.get(split)]
+    images = root / "images"
+    if not images.is_dir():
+        raise UserError(f"{yaml_path} gives no 'train' images and there is no {images} folder beside it")
+    return [(split, list_images(folder)) for split, folder in split_folders(images).items()]
 
 
 def _image_paths(root: Path, entries: Any, yaml_path: Path, split: str) -> list[Path]:
     paths = []
     for entry in entries if isinstance(entries, list) else [entries]:
         location = root / str(entry)
+        if not location.exists() and str(entry).startswith("../"):  # Roboflow's exports point one folder too high
+            location = root / str(entry)[3:]
         if location.is_dir():
             paths += list_images(location)
         elif location.is_file() and location.suffix == ".txt":  # one image path a line, relative to the list
-            lines = location.read_text(encoding="utf-8").splitlines()
+            lines = read_text(location).splitlines()
             paths += [location.parent / line.strip() for line in lines if line.strip()]
         else:
             raise UserError(f"{yaml_path}: {split}: {location} is neither an image folder nor a .txt list of images")
@@ -126,6 +154,19 @@ def parse_labels(text: str, num_classes: int, where: Path) -> tuple[np.ndarray, 
     return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes, np.int64), sources
 
 
+def label_text(labels: Path) -> str:
+    """The label file's text, "" when there is none (an image without objects); BadLabel when it is there but
+    cannot be read (a link to nothing, a link loop, no permission, not UTF-8 text)."""
+    if not labels.exists() and not labels.is_symlink():
+        return ""
+    try:
+        return read_bytes(labels).decode("utf-8")
+    except DecodeError as error:
+        raise BadLabel(f"{labels}: {error.detail}") from None
+    except UnicodeDecodeError:
+        raise BadLabel(f"{labels} is not UTF-8 text") from None
+
+
 def _samples(paths: list[Path], num_classes: int, verifier: ImageVerifier) -> list[dict[str, np.ndarray]]:
     samples = []
     for path, decoded in zip(paths, verifier.read(paths)):
@@ -133,9 +174,8 @@ def _samples(paths: list[Path], num_classes: int, verifier: ImageVerifier) -> li
             continue
         labels = label_path(path)
         try:
-            text = labels.read_text(encoding="utf-8") if labels.is_file() else ""
-            normalised, classes, sources = parse_labels(text, num_classes, labels)
-        except (BadLabel, UnicodeDecodeError) as error:
+            normalised, classes, sources = parse_labels(label_text(labels), num_classes, labels)
+        except BadLabel as error:
             verifier.drop(path, decoded, "bad_label", str(error))
             continue
         height, width = decoded.original_size
