@@ -21,7 +21,14 @@ PRESETS = sorted(p.stem for p in (CONF_DIR / "augment").glob("*.yaml"))
 def preset(name: str) -> dict:
     """The `augment` section of augment=<name> as the pipeline composes it (shared keys included)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=[f"augment={name}"]).augment)
+        return OmegaConf.to_container(compose("config", overrides=[f"augment={name}"]).augment, resolve=True)
+
+
+def preset_output_size(name: str) -> tuple[int, int]:
+    """data.image_size as augment=<name> sets it: where full_resolution transforms must end."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        size = compose("config", overrides=[f"augment={name}"]).data.image_size
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def scene(height: int = 48, width: int = 40, channels: int = 3) -> dict:
@@ -131,18 +138,21 @@ def test_a_transform_that_changes_the_image_size_is_named():
 @pytest.mark.parametrize("channels", [3, 1])
 def test_every_preset_keeps_image_mask_and_boxes_consistent(name, channels):
     spec = preset(name)
-    augmenter = build_augmenter(**spec, seed=0)
     sample = scene(channels=channels)
+    # full_resolution, read by the pipeline: samples come at their own size, the transforms end at data.image_size.
+    output_size = preset_output_size(name) if spec.pop("full_resolution", False) else None
+    augmenter = build_augmenter(**spec, seed=0, output_size=output_size)
     if augmenter is None:
         assert name == "none" and spec["transforms"] == []
         return
+    height, width = output_size or sample["mask"].shape
     for batch in range(8):
         out = augmenter([sample], epoch=0, batch=batch)[0]
-        assert out["image"].shape == sample["image"].shape and out["image"].dtype == np.uint8
-        assert out["mask"].shape == sample["mask"].shape and out["mask"].dtype == np.uint8
+        assert out["image"].shape == (height, width, channels) and out["image"].dtype == np.uint8
+        assert out["mask"].shape == (height, width) and out["mask"].dtype == np.uint8
         assert set(np.unique(out["mask"])) <= {0, 1, 3, IGNORE_INDEX}
         assert out["boxes"].shape == (len(out["classes"]), 4) and set(out["classes"]) <= {0, 2}
-        assert (out["boxes"] >= 0).all() and (out["boxes"] <= [40, 48, 40, 48]).all()  # inside the 40x48 image
+        assert (out["boxes"] >= 0).all() and (out["boxes"] <= [width, height, width, height]).all()  # in the image
         assert out["label"] == 1
 
 

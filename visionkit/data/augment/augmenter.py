@@ -104,6 +104,19 @@ def _apply(compose: A.Compose, sample: dict[str, Any], output_size: tuple[int, i
     return augmented
 
 
+def _restart_generators(compose: A.Compose, high: int, low: int, increment: int, python: int) -> None:
+    """Restarts the generators the Compose shares with its transforms at a sample's own state, in place,
+    from four random 64-bit words: 6 µs, where compose.set_random_seed takes 40 (it makes a new pair
+    of generators for the Compose and for each transform)."""
+    compose.random_generator.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": high << 64 | low, "inc": increment | 1},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    compose.py_random.seed(python)
+
+
 class Augmenter:
     """Applies the transforms to samples. Each thread gets its own Composes, reseeded for every sample.
 
@@ -167,6 +180,8 @@ class Augmenter:
         composes = self._local.__dict__.setdefault("composes", {})
         if key not in composes:
             composes[key] = self._compose(*key)
+            # One generator pair for the Compose and its transforms, restarted for every sample.
+            composes[key].set_random_state(np.random.default_rng(), random.Random())
         return composes[key]
 
     def __call__(
@@ -225,13 +240,16 @@ class Augmenter:
     def _augment_one_by_one(
         self, samples: list[dict[str, Any]], stream: tuple[int, int, int], positions: np.ndarray
     ) -> list[dict[str, Any]]:
+        if not samples:
+            return []
+        # Four words per position, for positions 0 to the last here: a position's words are the same
+        # however many are generated.
+        words = np.random.SeedSequence(stream).generate_state(4 * (int(positions.max()) + 1), np.uint64)
+        words = words.reshape(-1, 4).tolist()
         augmented = []
         for sample, position in zip(samples, positions):
             compose = self._thread_compose((tuple(sample["image"].shape[:2]), "boxes" in sample))
-            # One generator pair for the whole Compose, about half the cost of compose.set_random_seed,
-            # which seeds a new pair for every transform as well.
-            generator = np.random.default_rng([*stream, int(position)])
-            compose.set_random_state(generator, random.Random(generator.bit_generator.random_raw()))
+            _restart_generators(compose, *words[position])
             augmented.append(_apply(compose, sample, self.output_size))
         return augmented
 
