@@ -38,8 +38,8 @@ def load(
     unmasked = [split for split, data in bundle.splits().items() if "mask" not in data.targets]
     if task == "segmentation" and unmasked:  # a boxes-only export would train on background and ignore alone
         raise UserError(
-            f"dataset '{name}': no object of the {' and '.join(unmasked)} split has a mask (an outline), which "
-            f"task=segmentation needs; its boxes serve task=detection"
+            f"dataset '{name}': no object of the {', '.join(unmasked)} split{'s' * (len(unmasked) > 1)} has a mask "
+            f"(an outline), which task=segmentation needs; its boxes serve task=detection"
         )
     bundle = bundle.limit(limit)
     if task == "detection" and bundle.train.streamed:  # masks read and painted for nothing on every read

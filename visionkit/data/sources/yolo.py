@@ -3,14 +3,14 @@
 The YAML holds `path` (the dataset root, relative to the YAML's folder; default: that folder), `train`,
 `val`, `test` (relative to path: an image folder, a .txt file listing images, or a list of these; Roboflow's
 `../train/images` is also looked for without its `../`, as Ultralytics does) and `names` (a list, or a
-mapping id -> name; `nc` alone names the classes by number). A YAML without splits (Label Studio, CVAT) has
-images/ and labels/ beside it: their train/ val/ test/ sub-folders are the splits, else every image is in
-train and val and test are carved with the seed. A folder without data.yaml may name its classes in
-classes.txt (labelImg, Label Studio), one a line. The labels of .../images/.../x.jpg are in
-.../labels/.../x.txt, one object a line: `class cx cy w h`, normalised to 0..1 (converted here to pixel
-xyxy). An image without a label file has no objects. A label file with a malformed line or a class
-id out of range is reported with its file and line, and its image skipped: keeping the image with
-the other boxes would teach the model that the object is background.
+mapping id -> name; `nc` alone names the classes by number). A YAML without splits has images/ and labels/
+beside it (or images with their labels beside them, as labelImg keeps them): train/ val/ test/ sub-folders
+are the splits, else every image is in train and val and test are carved with the seed. A folder without
+data.yaml may name its classes in classes.txt, one a line (Label Studio, labelImg). The labels of
+.../images/.../x.jpg are in .../labels/.../x.txt, one object a line: `class cx cy w h`, normalised to 0..1
+(converted here to pixel xyxy). An image without a label file has no objects. A label file with a malformed
+line or a class id out of range is reported with its file and line, and its image skipped: keeping the image
+with the other boxes would teach the model that the object is background.
 """
 
 from __future__ import annotations
@@ -97,15 +97,13 @@ def class_names(spec: dict[str, Any], yaml_path: Path) -> list[str]:
 
 
 def _split_images(root: Path, spec: dict[str, Any], yaml_path: Path) -> list[tuple[str, list[Path]]]:
-    """(split, image paths) of each split the YAML names; without any, of images/ beside it (its split folders,
-    else all of it as train)."""
+    """(split, image paths) of each split the YAML names; without any, of images/ beside it, or of the YAML's
+    folder itself (labelImg keeps each label beside its image): its split folders, else all of it as train."""
     if any(spec.get(split) for split in SPLIT_NAMES):
         if not spec.get("train"):
             raise UserError(f"{yaml_path} names {', '.join(s for s in SPLIT_NAMES if spec.get(s))} but no 'train'")
         return [(split, _image_paths(root, spec[split], yaml_path, split)) for split in SPLIT_NAMES if spec.get(split)]
-    images = root / "images"
-    if not images.is_dir():
-        raise UserError(f"{yaml_path} gives no 'train' images and there is no {images} folder beside it")
+    images = root / "images" if (root / "images").is_dir() else root
     return [(split, list_images(folder)) for split, folder in split_folders(images).items()]
 
 
