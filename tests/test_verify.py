@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from test_fuzz import bomb_png
 
 from visionkit.data import load
 from visionkit.data import verify as verify_module
-from visionkit.data.images import DecodeError, check_integrity, decode_image, read_mask
+from visionkit.data.images import DecodeError, check_integrity, decode_image, image_size_of, read_mask
 from visionkit.data.verify import VerificationReport, clean_boxes, clean_mask
 from visionkit.errors import UserError
 
@@ -133,6 +134,17 @@ def test_integrity_check_tells_truncated_from_corrupt():
     with pytest.raises(DecodeError, match="corrupt: not a decodable image"):
         decode_image(b"neither Pillow nor OpenCV reads this", 3)
     check_integrity(encode(noise(24, 24)))  # a whole file passes
+
+
+def test_every_decode_path_refuses_an_empty_file_and_a_bomb_header_without_raising_anything_else():
+    # OpenCV's imdecode raises cv2.error for an empty buffer: each entry point turns it into a DecodeError.
+    for read in (check_integrity, lambda data: decode_image(data, 3), image_size_of):
+        with pytest.raises(DecodeError, match="^empty: the file has 0 bytes$"):
+            read(b"")
+    side = int((2 * Image.MAX_IMAGE_PIXELS) ** 0.5) + 1  # above twice the limit Pillow refuses before reading pixels
+    with pytest.raises(DecodeError) as caught:
+        check_integrity(bomb_png(side, side))
+    assert caught.value.reason == "too_large" and f"{side * side} pixels" in caught.value.detail
 
 
 def test_problem_folder_report_counts_table_and_warnings(tmp_path, caplog):
