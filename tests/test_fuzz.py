@@ -22,6 +22,7 @@ import yaml
 from PIL import Image
 
 from visionkit.data import load
+from visionkit.data.sources.voc import VOC_CLASSES
 from visionkit.data.verify import ImageVerifier
 from visionkit.errors import UserError
 
@@ -370,6 +371,45 @@ def test_broken_rows_of_a_csv_dataset(tmp_path):
     with pytest.raises(UserError) as raised:
         load("csv", task="classification", path=str(root / "table.csv"))
     one_line_error(raised, root / "table.csv")
+
+
+def voc_xml(filename: str) -> str:
+    size = f"<size><width>{SIZE[1]}</width><height>{SIZE[0]}</height><depth>3</depth></size>"
+    box = "<bndbox><xmin>3</xmin><ymin>4</ymin><xmax>20</xmax><ymax>18</ymax></bndbox>"
+    return f"<annotation><filename>{filename}</filename>{size}<object><name>dog</name>{box}</object></annotation>"
+
+
+def test_broken_images_and_xml_files_of_a_voc_folder_are_named_skips(tmp_path):
+    """A labelImg-style VOC export (Annotations/ and JPEGImages/, no ImageSets): broken images, each named by its
+    XML, and broken XML files, each with a good image."""
+    root = tmp_path / "voc"
+    images, annotations = root / "JPEGImages", root / "Annotations"
+    annotations.mkdir(parents=True)
+    broken = write_mutations(images, seed=8, suffixes=(".jpg", ".png", ".bmp"))
+    # VOC finds an image by its XML's filename or its id, a regular file; a text XML cannot name a non-UTF-8 file.
+    expected = {
+        path: reasons for path, reasons in broken.items() if not path.is_symlink() and "bad_name" not in reasons
+    }
+    for path in expected:
+        (annotations / f"{path.stem}_{path.suffix[1:]}.xml").write_text(voc_xml(path.name))
+    for i in range(8):
+        (images / f"good{i}.jpg").write_bytes(encoded(".jpg", 60 + i))
+        (annotations / f"good{i}.xml").write_text(voc_xml(f"good{i}.jpg"))
+    broken_xml = {
+        "cut_xml": voc_xml("cut_xml.jpg")[:50].encode(),
+        "random_xml": np.random.default_rng(9).integers(0, 256, 300, np.uint8).tobytes(),
+        "svg_xml": b"<svg><rect/></svg>",
+        "empty_xml": b"",
+    }
+    for stem, content in broken_xml.items():
+        (images / f"{stem}.jpg").write_bytes(encoded(".jpg", len(stem)))
+        (annotations / f"{stem}.xml").write_bytes(content)
+        expected[annotations / f"{stem}.xml"] = {"bad_annotation"}
+    before = snapshot(root)
+    bundle = load("voc", task="detection", path=str(root), image_size=16, seed=0, val_fraction=0.2, test_fraction=0.2)
+    assert bundle.verification.kept == 8 and bundle.class_names == list(VOC_CLASSES)
+    assert_named_skips(bundle.verification, expected)
+    assert snapshot(root) == before
 
 
 @pytest.mark.slow
