@@ -277,3 +277,36 @@ def test_difficult_metrics_match_pycocotools_without_them_on_random_boxes():
     names = ["a", "b"]
     expected = scored(coco_metrics(kept_truths, kept_predictions, names, (100, 100)))
     assert scored(coco_metrics(truths, predictions, names, (100, 100))) == pytest.approx(expected)
+
+
+# ---- the real command -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task, model",
+    [
+        ("detection", ("model=faster_rcnn", "model.width=0.125", "model.proposals=16", "model.fc_units=16")),
+        ("segmentation", ("model=unet", "model.width=0.125")),
+    ],
+    ids=["detection", "segmentation"],
+)
+def test_voc_trains_evaluates_and_exports(pipeline, tmp_path, task, model):
+    root = voc_fixture(tmp_path / "VOC2007")
+    before = snapshot(root)
+    done = pipeline(
+        f"task={task}",
+        "data=voc",
+        f"data.path={root}",
+        *model,
+        "mode=train",
+        "trainer.epochs=1",
+        "trainer.batch_size=2",
+        "data.image_size=32",
+        "tracking=none",
+        "export.num_images=2",
+        *(("task.val_map_images=2",) if task == "detection" else ()),
+    )
+    assert "verification of 'voc'" in done.stdout and "export verified" in done.stdout, done.stdout[-2000:]
+    assert ("test_map50=" if task == "detection" else "test_") in done.stdout
+    assert snapshot(root) == before
