@@ -339,3 +339,34 @@ def test_yolo_names_and_nc_that_disagree_are_one_line_errors(tmp_path):
     (root / "data.yaml").write_text("val: images\nnames: [ant]\n")
     with pytest.raises(UserError, match=r"data.yaml names val but no 'train'$"):
         load("yolo", task="detection", path=str(root))
+
+
+def test_roboflow_yolo_polygon_labels_give_the_box_around_the_outline(tmp_path):
+    """Roboflow exports outlined objects in YOLO's segmentation format: class, then x y of each point."""
+    root = tmp_path / "yolo"
+    for i in range(8):
+        write_image(root / "images" / f"{i}.png", i)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        # A triangle with points (10, 6), (30, 12), (20, 24) of the 40x30 image.
+        (root / "labels" / f"{i}.txt").write_text("1 0.25 0.2 0.75 0.4 0.5 0.8\n0 0.5 0.5 0.25 0.5\n")
+    (root / "data.yaml").write_text("names: [ant, bee]\n")
+    bundle = load("yolo", task="detection", path=str(root), image_size=[HEIGHT, WIDTH], cache="none")
+    boxes, classes = bundle.train.targets["boxes"][0], bundle.train.targets["classes"][0]
+    np.testing.assert_allclose(boxes, [[10, 6, 30, 24], [15, 7.5, 25, 22.5]], atol=1e-4)
+    assert classes.tolist() == [1, 0]
+
+
+def test_text_files_written_on_windows_load(tmp_path):
+    """Notepad's byte-order mark and CRLF line ends in classes.txt, label files and a COCO JSON."""
+    root = tmp_path / "studio"
+    for i in range(8):
+        write_image(root / "images" / f"{i}.jpg", i)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / f"{i}.txt").write_bytes(b"\xef\xbb\xbf1 0.5 0.5 0.25 0.5\r\n")
+    (root / "classes.txt").write_bytes(b"\xef\xbb\xbfant\r\nbee\r\n")
+    bundle = load("yolo", task="detection", path=str(root), image_size=16)
+    assert bundle.class_names == ["ant", "bee"] and bundle.verification.kept == 8, bundle.verification.issues
+    document = coco_document([f"{i}.jpg" for i in range(8)], [{"id": 1, "name": "ant"}])
+    (root / "images" / "annotations.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(document).encode())
+    bundle = load("coco", task="detection", path=str(root / "images" / "annotations.json"), image_size=16)
+    assert bundle.class_names == ["ant"] and bundle.verification.kept == 8

@@ -26,7 +26,7 @@ def read_text(path: Path) -> str:
     """A text file that describes a dataset (a class list, a YAML); a one-line UserError naming it when it cannot be
     read as UTF-8."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # -sig: Windows editors begin with a byte-order mark
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path} cannot be read as UTF-8 text ({str(error).splitlines()[0]})") from None
 

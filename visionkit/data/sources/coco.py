@@ -103,7 +103,7 @@ def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path} does not exist (data.annotations names the COCO JSON file)")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: some Windows tools write a BOM
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise UserError(f"{path} is not readable JSON ({str(error).splitlines()[0]})") from None
     if not isinstance(document, dict) or not isinstance(document.get("images"), list):

@@ -132,7 +132,9 @@ def label_path(image: Path) -> Path:
 
 
 def parse_labels(text: str, num_classes: int, where: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Normalised cxcywh boxes, class ids and each box's `file line n`; BadLabel names the bad line."""
+    """Normalised cxcywh boxes, class ids and each box's `file line n`; BadLabel names the bad line. A polygon line
+    (`class x1 y1 x2 y2 x3 y3 ...`, YOLO's segmentation format, which Roboflow exports for outlined objects) gives
+    the box around its points, as Ultralytics' detection does."""
     boxes, classes, sources = [], [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -142,14 +144,24 @@ def parse_labels(text: str, num_classes: int, where: Path) -> tuple[np.ndarray, 
             values = [float(v) for v in fields]
         except ValueError:
             values = []
-        if len(values) != 5 or not all(math.isfinite(v) for v in values):
-            raise BadLabel(f"{where} line {number}: expected 'class cx cy w h', received {line.strip()!r}")
+        polygon = len(values) >= 7 and len(values) % 2 == 1
+        if not (len(values) == 5 or polygon) or not all(math.isfinite(v) for v in values):
+            raise BadLabel(
+                f"{where} line {number}: expected 'class cx cy w h', received {line.strip()!r} "
+                f"(or a polygon: 'class x1 y1 x2 y2 x3 y3 ...')"
+            )
         if values[0] != int(values[0]) or not 0 <= values[0] < num_classes:
             raise BadLabel(f"{where} line {number}: class id {fields[0]} is out of range 0..{num_classes - 1}")
-        boxes.append(values[1:])
+        boxes.append(_enclosing(values[1:]) if polygon else values[1:])
         classes.append(int(values[0]))
         sources.append(f"{where} line {number}")
     return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes, np.int64), sources
+
+
+def _enclosing(points: list[float]) -> list[float]:
+    """cx, cy, w, h of the box around the points x1, y1, x2, y2, ..."""
+    xs, ys = points[0::2], points[1::2]
+    return [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
 
 
 def label_text(labels: Path) -> str:
@@ -158,7 +170,7 @@ def label_text(labels: Path) -> str:
     if not labels.exists() and not labels.is_symlink():
         return ""
     try:
-        return read_bytes(labels).decode("utf-8")
+        return read_bytes(labels).decode("utf-8-sig")  # -sig: Windows editors begin with a byte-order mark
     except DecodeError as error:
         raise BadLabel(f"{labels}: {error.detail}") from None
     except UnicodeDecodeError:
