@@ -205,6 +205,17 @@ def test_files_without_read_permission_are_named_skips(tmp_path):
             path.chmod(0o644)
 
 
+@pytest.mark.skipif(AS_ROOT, reason=ROOT_SKIP)
+def test_a_dataset_folder_without_read_permission_is_a_one_line_error(tmp_path):
+    root, _, _ = folder_dataset(tmp_path / "photos")
+    root.chmod(0)
+    try:
+        with pytest.raises(UserError, match=r"^data.path: .* cannot be read \(permission denied\)$"):
+            load("folder", task="classification", path=str(root), image_size=16)
+    finally:
+        root.chmod(0o755)
+
+
 # ---- sources with annotation files ----
 
 
@@ -359,9 +370,12 @@ def test_broken_rows_of_a_csv_dataset(tmp_path):
     expected = {path: reasons for path, reasons in expected.items() if reasons != {"bad_name"}}  # CSV is UTF-8 text
     rows = ["image,label"] + [f"{os.path.relpath(path, root)},{path.parent.name}" for path in expected]
     rows += [f"{path.parent.name}/{path.name},{path.parent.name}" for path in sorted(root.glob("*/good*"))]
-    rows.append("ant/with\0nul.png,ant")  # a name no file can have
+    os.mkfifo(root / "ant" / "pipe.png")  # reading a pipe nobody writes to would wait for ever
+    (root / "ant" / "folder.png").mkdir()
+    rows += ["ant/with\0nul.png,ant", "ant/pipe.png,ant", "ant/folder.png,ant"]  # the first: a name no file can have
     (root / "table.csv").write_text("\n".join(rows) + "\n")
     expected[root / "ant" / "with\0nul.png"] = {"bad_name"}
+    expected |= {root / "ant" / "pipe.png": {"unreadable"}, root / "ant" / "folder.png": {"unreadable"}}
     before = snapshot(root)
     bundle = load("csv", task="classification", path=str(root / "table.csv"), image_size=16, seed=0)
     assert bundle.verification.kept == good

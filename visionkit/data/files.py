@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from visionkit.data.core import SPLIT_NAMES
@@ -19,6 +20,8 @@ def existing_path(path: str | None, what: str, key: str = "data.path") -> Path:
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise UserError(f"{key}: {resolved} does not exist (expected {what})")
+    if not os.access(resolved, os.R_OK | (os.X_OK if resolved.is_dir() else 0)):
+        raise UserError(f"{key}: {resolved} cannot be read (permission denied)")
     return resolved
 
 

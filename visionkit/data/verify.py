@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 
@@ -257,6 +258,8 @@ class ImageVerifier:
             return _Outcome(("bad_name", "the file name is not valid UTF-8; rename the file to use it"))
         try:
             stat = path.stat()
+            if not S_ISREG(stat.st_mode):  # a folder, a device or a pipe: reading it could block for ever
+                return _Outcome(("unreadable", "not a regular file"))
             cached = self.cache.get(path, stat)
             if cached is not None:
                 return _Outcome(cached[0], stat, True, cached[1], cached[2])
