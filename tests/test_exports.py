@@ -370,3 +370,20 @@ def test_text_files_written_on_windows_load(tmp_path):
     (root / "images" / "annotations.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(document).encode())
     bundle = load("coco", task="detection", path=str(root / "images" / "annotations.json"), image_size=16)
     assert bundle.class_names == ["ant"] and bundle.verification.kept == 8
+
+
+def test_cvat_yolo_1_1_darknet_layout(tmp_path):
+    """CVAT's YOLO 1.1 with images: obj.data, obj.names, train.txt and obj_train_data/ holding each image with its
+    label file."""
+    root = tmp_path / "cvat_yolo"
+    for i in range(8):
+        write_image(root / "obj_train_data" / f"frame_{i:06d}.jpg", i)
+        yolo_labels(root / "obj_train_data" / f"frame_{i:06d}.txt", i % 2)
+    (root / "obj.names").write_text("ant\nbee\n")
+    (root / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nnames = data/obj.names\nbackup = backup/\n")
+    (root / "train.txt").write_text("".join(f"data/obj_train_data/frame_{i:06d}.jpg\n" for i in range(8)))
+    bundle = load("yolo", task="detection", path=str(root), image_size=16, cache="none")
+    assert bundle.class_names == ["ant", "bee"] and bundle.verification.kept == 8
+    for split in bundle.splits().values():
+        for path, classes in zip(split.images.paths, split.targets["classes"]):
+            assert classes.tolist() == [int(Path(path).stem[-1]) % 2]

@@ -6,7 +6,8 @@ The YAML holds `path` (the dataset root, relative to the YAML's folder; default:
 mapping id -> name; `nc` alone names the classes by number). A YAML without splits has images/ and labels/
 beside it (or images with their labels beside them, as labelImg keeps them): train/ val/ test/ sub-folders
 are the splits, else every image is in train and val and test are carved with the seed. A folder without
-data.yaml may name its classes in classes.txt, one a line (Label Studio, labelImg). The labels of
+data.yaml may name its classes one a line in classes.txt (Label Studio, labelImg) or obj.names (CVAT's YOLO 1.1,
+Darknet's layout: obj_<subset>_data/ holds the images with their labels). The labels of
 .../images/.../x.jpg are in .../labels/.../x.txt, one object a line: `class cx cy w h`, normalised to 0..1
 (converted here to pixel xyxy). An image without a label file has no objects. A label file with a malformed
 line or a class id out of range is reported with its file and line, and its image skipped: keeping the image
@@ -29,6 +30,8 @@ from visionkit.data.images import DecodeError
 from visionkit.data.verify import ImageVerifier, clean_boxes, read_bytes
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
+
+CLASS_LISTS = ("classes.txt", "obj.names")  # class names one a line, in a folder without data.yaml
 
 
 class BadLabel(Exception):
@@ -62,13 +65,15 @@ def yolo(
 
 
 def read_spec(path: Path) -> tuple[Path, dict[str, Any]]:
-    """The dataset YAML (path names it, or a folder with data.yaml) and its content; a folder with classes.txt
-    and no data.yaml gives that file and {"names": its lines}."""
+    """The dataset YAML (path names it, or a folder with data.yaml) and its content; a folder with a class list
+    (CLASS_LISTS) and no data.yaml gives that file and {"names": its lines}."""
     if path.is_dir():
-        if not (path / "data.yaml").exists() and (path / "classes.txt").is_file():
-            lines = read_text(path / "classes.txt").splitlines()
-            return path / "classes.txt", {"names": [line.strip() for line in lines if line.strip()]}
-        path = existing_path(str(path / "data.yaml"), "the dataset YAML (or classes.txt) in the folder data.path names")
+        listed = next((path / name for name in CLASS_LISTS if (path / name).is_file()), None)
+        if not (path / "data.yaml").exists() and listed is not None:
+            return listed, {"names": [line.strip() for line in read_text(listed).splitlines() if line.strip()]}
+        path = existing_path(
+            str(path / "data.yaml"), "the dataset YAML, or a class list, in the folder data.path names"
+        )
     try:
         spec = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
