@@ -135,7 +135,7 @@ def _categories(documents: dict[str, dict[str, Any]], path: Path) -> list[dict[s
 def _samples(
     document: dict[str, Any],
     json_path: Path,
-    image_folders: list[Path],
+    folders: list[Path],
     index_of: dict[int, int],
     verifier: ImageVerifier,
 ) -> list[dict[str, Any]]:
@@ -156,7 +156,7 @@ def _samples(
                 f"{json_path.name} annotation id {ann.get('id')}",
                 f"image id {ann.get('image_id')} is not in 'images'; annotation ignored",
             )
-    paths = [image_path(entry["file_name"], image_folders) for entry in entries]
+    paths = [image_path(entry["file_name"], folders) for entry in entries]
     samples = []
     for entry, path, decoded in zip(entries, paths, verifier.read(paths)):
         if decoded is None:
