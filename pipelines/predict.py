@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -16,6 +17,7 @@ from pipelines.settings import PredictSettings, positive, typed
 from visionkit.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SERIES_SUFFIXES = {".ts", ".csv", ".npz"}
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -40,6 +42,36 @@ def read_image(path: Path, input_shape) -> np.ndarray | None:
     return pixels.reshape(height, width, channels)
 
 
+class SeriesRow(NamedTuple):
+    """One series of a .ts, CSV or NPZ file, named file#row in the predictions."""
+
+    file: Path
+    row: int
+    values: np.ndarray
+
+    def __str__(self) -> str:
+        return f"{self.file}#{self.row}"
+
+
+def find_inputs(source: Path, input_shape) -> list:
+    """The images under a folder, or for a sequence model ([T, C] input) every series of a .ts, CSV or NPZ file,
+    or of such files under a folder."""
+    if len(input_shape) != 2:
+        return find_images(source)
+    from visionkit.data.series import read_predict_file
+
+    files = (
+        [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.suffix.lower() in SERIES_SUFFIXES)
+    )
+    if not files:
+        raise UserError(f"predict.input: no series files ({', '.join(sorted(SERIES_SUFFIXES))}) at {source}")
+    return [SeriesRow(f, i, s) for f in files for i, s in enumerate(read_predict_file(f, *input_shape))]
+
+
+def read_input(item, input_shape) -> np.ndarray | None:
+    return item.values if isinstance(item, SeriesRow) else read_image(item, input_shape)
+
+
 def is_savedmodel(path: Path) -> bool:
     return (path / "saved_model.pb").is_file()
 
@@ -57,7 +89,8 @@ def load_serving_fn(path: Path, task):
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda images: {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
+        (name,) = serve.structured_input_signature[1]  # "images", or "series" for a sequence model
+        return lambda images: {k: v.numpy() for k, v in serve(**{name: tf.constant(images)}).items()}
     from visionkit.export.savedmodel import reference_outputs
 
     model = context.load_checkpoint_model(context.resolve_checkpoint_path(path))
@@ -91,9 +124,9 @@ def run(cfg: DictConfig) -> Path:
         raise UserError("mode=predict needs predict.input=<folder of images>")
     if not cfg.checkpoint:
         raise UserError("mode=predict needs checkpoint=<a .keras file, a run directory or a SavedModel directory>")
-    files = find_images(Path(settings.input).expanduser())
     path = Path(cfg.checkpoint).expanduser()
     metadata = read_metadata(path)
+    files = find_inputs(Path(settings.input).expanduser(), metadata["input_shape"])
     task = get_task(metadata["task"])
     tta = checked_tta(cfg, task)  # before the model loads
     serve = averaged_over_views(load_serving_fn(path, task), task, tta)
@@ -103,7 +136,7 @@ def run(cfg: DictConfig) -> Path:
     output = Path(settings.output) if settings.output else context.output_dir() / "predictions.csv"
     rows = []
     for start in range(0, len(files), settings.batch_size):
-        batch = [(f, read_image(f, metadata["input_shape"])) for f in files[start : start + settings.batch_size]]
+        batch = [(f, read_input(f, metadata["input_shape"])) for f in files[start : start + settings.batch_size]]
         batch = [(f, image) for f, image in batch if image is not None]
         if batch:
             outputs = serve(np.stack([image for _, image in batch]))

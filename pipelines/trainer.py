@@ -58,6 +58,11 @@ def training_input(cfg: DictConfig, trainer: TrainerSettings, bundle: DataBundle
     samples reach the transforms at their files' own sizes (the photo a random-resized crop is cut from), and
     the transforms must end at the model's input size."""
     augment = context.options(cfg.augment)
+    series = augment.pop("series", None)
+    if bundle.train.input_key == "series":
+        return bundle.train, series_augmenter(augment, series, trainer.seed)
+    if series:
+        raise UserError(f"augment.series transforms series; data={cfg.data.name} holds images")
     full_resolution = augment.pop("full_resolution", False)
     if not isinstance(full_resolution, bool):
         raise UserError(f"augment.full_resolution must be true or false, received {full_resolution!r}")
@@ -67,6 +72,16 @@ def training_input(cfg: DictConfig, trainer: TrainerSettings, bundle: DataBundle
     if full_resolution and augmenter is None:
         raise UserError("augment.full_resolution=true needs transforms that end at data.image_size")
     return (own_size_split(bundle.train) if full_resolution else bundle.train), augmenter
+
+
+def series_augmenter(augment: dict, series, seed: int):
+    """augment.series for a dataset of series; an image preset's transforms (the tasks' default) do not apply."""
+    from visionkit.data.augment.series import build_series_augmenter
+
+    if augment.get("transforms") and not series:
+        print("augment: the data are series, so the image transforms are not applied; augment=series augments them")
+    with context.as_user_error("augment"):
+        return build_series_augmenter(series, seed)
 
 
 def training_loaders(cfg: DictConfig, trainer: TrainerSettings, task, bundle, model) -> tuple[BatchLoader, BatchLoader]:

@@ -132,6 +132,8 @@ def totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "last_conv": last and last["name"],
         "receptive_field": last and last["receptive_field"],
         "jump": last and last["jump"],
+        # A [T, C] input is a series: its one axis counts time steps.
+        "field_unit": "time steps" if rows and len(rows[0]["output_shape"]) == 2 else "pixels",
     }
 
 
@@ -162,7 +164,7 @@ def totals_lines(total: dict[str, Any]) -> list[str]:
     if total["last_conv"]:
         lines.append(
             f"Receptive field of the last convolution ({total['last_conv']}): "
-            f"{format_cell('receptive_field', total['receptive_field'])} pixels, "
+            f"{format_cell('receptive_field', total['receptive_field'])} {total['field_unit']}, "
             f"jump {format_cell('jump', total['jump'])}"
         )
     return lines

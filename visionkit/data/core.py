@@ -33,13 +33,16 @@ class Split:
     """A split's samples: `images` is a uint8 [N, H, W, C] array, or an index of files (data/index.py's
     ImageFiles) that decodes and sizes each sample when it is read."""
 
-    images: Any  # uint8 [N, H, W, C], or ImageFiles
+    images: Any  # uint8 [N, H, W, C], or ImageFiles; for sequence models series float32 [N, T, C] (data/series.py)
     targets: dict[str, Any] = field(default_factory=dict)  # name -> array [N, ...], list of N arrays, or LazyColumn
     index: Split | None = None  # the files this split was decoded from, when a cache decoded it
 
     def __post_init__(self):
-        if not self.streamed and (self.images.dtype != np.uint8 or self.images.ndim != 4):
-            raise ValueError(f"images must be uint8 [N, H, W, C], received {self.images.dtype} {self.images.shape}")
+        if not self.streamed and self.input_key == "image" and (self.images.dtype != np.uint8 or self.images.ndim != 4):
+            raise ValueError(
+                f"images must be uint8 [N, H, W, C] (series float32 [N, T, C]), received "
+                f"{self.images.dtype} {self.images.shape}"
+            )
         for name, values in self.targets.items():
             if len(values) != len(self.images):
                 raise ValueError(f"target '{name}' has {len(values)} entries for {len(self.images)} images")
@@ -49,12 +52,18 @@ class Split:
         """Whether samples are decoded from files when read (else they are held in memory)."""
         return not isinstance(self.images, np.ndarray)
 
+    @property
+    def input_key(self) -> str:
+        """The sample key of the model's input: "series" for float32 [N, T, C] in memory, else "image"."""
+        series = not self.streamed and self.images.dtype == np.float32 and self.images.ndim == 3
+        return "series" if series else "image"
+
     def __len__(self) -> int:
         return len(self.images)
 
     def sample(self, i: int) -> dict[str, Any]:
         targets = {name: values[i] for name, values in self.targets.items()}
-        return self.images.sample(i, targets) if self.streamed else {"image": self.images[i], **targets}
+        return self.images.sample(i, targets) if self.streamed else {self.input_key: self.images[i], **targets}
 
     def take(self, indices: Sequence[int]) -> Split:
         indices = np.asarray(indices, dtype=np.int64)
@@ -115,6 +124,10 @@ class DataBundle:
             from visionkit.data.index import sampled_pixel_stats
 
             return sampled_pixel_stats(self.train)
+        if self.train.input_key == "series":
+            from visionkit.data.series import series_stats
+
+            return series_stats(self.train.images)
         pixels = self.train.images.reshape(-1, self.train.images.shape[-1]).astype(np.float64)
         return pixels.mean(axis=0).tolist(), np.maximum(pixels.std(axis=0), 1.0).tolist()
 
@@ -199,15 +212,14 @@ def bundle_from_arrays(
 def stack_samples(samples: Sequence[dict[str, Any]]) -> Split:
     """A Split of samples that share their keys and image shape; samples whose "image" is a verified file
     (data/index.py's ImageFile) make a Split that reads them when it is used."""
-    if not isinstance(samples[0]["image"], np.ndarray):
+    key = "series" if "series" in samples[0] else "image"
+    if not isinstance(samples[0][key], np.ndarray):
         from visionkit.data.index import files_split
 
         return files_split(samples, LIST_TARGETS)
-    keys = [key for key in samples[0] if key != "image"]
-    targets = {
-        key: [s[key] for s in samples] if key in LIST_TARGETS else np.asarray([s[key] for s in samples]) for key in keys
-    }
-    return Split(np.stack([s["image"] for s in samples]), targets)
+    keys = [k for k in samples[0] if k != key]
+    targets = {k: [s[k] for s in samples] if k in LIST_TARGETS else np.asarray([s[k] for s in samples]) for k in keys}
+    return Split(np.stack([s[key] for s in samples]), targets)
 
 
 def bundle_from_samples(

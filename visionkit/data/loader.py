@@ -99,7 +99,7 @@ class BatchLoader(keras.utils.PyDataset):
         """(uint8 images, encoded targets) of batch `index` of the current epoch: its rows `rows`
         (positions within the batch), or all of them."""
         samples = self.samples(index, rows)
-        return np.stack([s["image"] for s in samples]), self.encode_targets(samples)
+        return np.stack([s[self.split.input_key] for s in samples]), self.encode_targets(samples)
 
     def __getitem__(self, index: int):
         return self.batch(self.first_step + index)

@@ -13,7 +13,8 @@ import tensorflow as tf
 def main(export_dir: str, inputs_path: str, outputs_path: str) -> None:
     serve = tf.saved_model.load(export_dir).signatures["serving_default"]
     images = np.load(inputs_path)["images"]
-    outputs = serve(images=tf.constant(images))
+    (name,) = serve.structured_input_signature[1]  # "images", or "series" for a sequence model
+    outputs = serve(**{name: tf.constant(images)})
     if any(name.startswith("visionkit") for name in sys.modules):
         sys.exit("reload check imported visionkit; the export must serve without it")
     np.savez(outputs_path, **{name: value.numpy() for name, value in outputs.items()})

@@ -32,19 +32,21 @@ def export_savedmodel(
     serving_outputs: Callable[[Any], Mapping[str, Any]],
     metadata: Mapping[str, Any],
 ) -> Path:
-    """Write a SavedModel whose `serving_default` takes uint8 images [N,H,W,C] and returns the task's
-    named outputs. `metadata` (task, class names, ...) goes to assets.extra/visionkit.json."""
+    """Write a SavedModel whose `serving_default` takes uint8 images [N,H,W,C] (a sequence model: float32
+    series [N,T,C]) and returns the task's named outputs. `metadata` (task, class names, ...) goes to
+    assets.extra/visionkit.json."""
     import tensorflow as tf
 
-    def serve(images):
-        return dict(serving_outputs(model(keras.ops.cast(images, "float32"), training=False)))
+    def serve(inputs):
+        return dict(serving_outputs(model(keras.ops.cast(inputs, "float32"), training=False)))
 
+    name, dtype = ("series", tf.float32) if model.inputs[0].name == "series" else ("images", tf.uint8)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         "serving_default",
         serve,
-        input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8, name="images")],
+        input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), dtype, name=name)],
     )
     directory = Path(directory)
     archive.write_out(str(directory), verbose=False)

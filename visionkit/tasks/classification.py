@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from visionkit.analysis.plots import confusion_matrix_figure
+from visionkit.data.series import nearest_neighbour_baselines
 from visionkit.registry import TASKS
 from visionkit.tasks.base import Task
 
@@ -95,7 +96,8 @@ class Classification(Task):
         ]
 
     def evaluate(self, y_true, y_pred, data):
-        return classification_metrics(y_true, y_pred, data.class_names, self.top_k)
+        metrics = classification_metrics(y_true, y_pred, data.class_names, self.top_k)
+        return {**metrics, **nearest_neighbour_baselines(data, len(y_true))}
 
     def figures(self, y_true, y_pred, data):
         counts = confusion_matrix(y_true, y_pred.argmax(axis=1), len(data.class_names))
