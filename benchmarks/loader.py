@@ -32,8 +32,7 @@ from configured import load_config, model_on_arrays, prepare  # noqa: E402  (ben
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter  # noqa: E402  (what fit uses)
 from timing import EpochRates  # noqa: E402  (benchmarks/timing.py)
 
-from pipelines import context  # noqa: E402
-from visionkit.data.augment import build_augmenter  # noqa: E402
+from pipelines.trainer import training_input  # noqa: E402
 from visionkit.data.loader import BatchLoader  # noqa: E402
 
 TASK_NEEDS = {"classification": (), "segmentation": ("visionkit/tasks/segmentation.py", "visionkit/models/unet.py")}
@@ -69,8 +68,7 @@ def main() -> None:
 
     cfg = load_config([f"task={args.task}", *args.overrides])
     trainer, task, bundle = prepare(cfg)
-    augmenter = build_augmenter(**context.options(cfg.augment), seed=trainer.seed)
-    train = bundle.train
+    train, augmenter = training_input(cfg, trainer, bundle)  # augment.full_resolution included
     print(
         f"task={args.task} model={cfg.model.name} data={cfg.data.name} augment={len(cfg.augment.transforms)} "
         f"transforms, batch {trainer.batch_size}, {len(train)} training images of {bundle.image_shape}, "
