@@ -103,7 +103,10 @@ def voc(
     """A split list that is empty or absent (val, test) is carved from train by its fraction."""
     root = existing_path(path, "a Pascal VOC folder with Annotations/, JPEGImages/ and ImageSets/")
     if targets not in TARGETS:
-        raise UserError(f"data.targets must be one of {', '.join(TARGETS)}, received {targets!r}")
+        raise UserError(
+            f"data.targets must be one of {', '.join(TARGETS)} (conf: the task's name), received {targets!r}; "
+            f"add task=detection or task=segmentation"
+        )
     ids = _split_ids(root, targets, {"train": train_list, "val": val_list, "test": test_list})
     verifier = ImageVerifier("voc", root, image_size=image_size, channels=channels)
     if targets == "segmentation":
@@ -140,7 +143,10 @@ def _split_ids(root: Path, targets: str, lists: dict[str, str]) -> dict[str, lis
     for split, name in lists.items():
         list_file = folder / f"{name}.txt"
         if name and list_file.is_file():
-            lines = list_file.read_text(encoding="utf-8").splitlines()
+            try:
+                lines = list_file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                raise UserError(f"data.{split}_list: {list_file} is not readable text ({error})") from None
             ids[split] = [line.split()[0] for line in lines if line.split()]  # "<id>" or "<id> <±1>" per line
         elif split == "train":
             present = ", ".join(sorted(p.stem for p in folder.glob("*.txt"))) or "none"
