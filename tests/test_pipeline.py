@@ -165,7 +165,7 @@ def test_help_lists_the_config_groups(pipeline):
     done = pipeline("--help")
     for group in (
         "task: classification, detection, regression, segmentation",
-        "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, voc, yolo",
+        "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, ucr, voc, yolo",
         "augment:",
         "trainer: default",
         "tracking: mlflow, none",

@@ -120,7 +120,7 @@ def _converter(targets: str, features, name: str, key: str, class_names):
         if not names:
             raise UserError(f"data.class_names: '{name}' does not name the classes of '{key}/label'; give them")
         return _boxes_of(key, len(names)), names, []
-    values, names = MASK_VALUES.get(name.split("/")[0], (None, list(class_names or [])))
+    values, names = MASK_VALUES.get(name.split("/")[0].split(":")[0], (None, list(class_names or [])))
     if not names:
         raise UserError(f"data.class_names: name the classes of '{name}' mask values 1, 2, ... (0 is background)")
     return _mask_of(key, values, len(names) + 1), list(names), ["background", *names]
