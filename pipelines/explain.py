@@ -16,7 +16,7 @@ TOP_PATCH_IMAGES = 512  # top_patches searches at most this many images
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    from visionkit.explain.render import METHODS, Options, render
+    from visionkit.explain.render import METHODS, RANDOMISABLE, Options, randomisation_spearman, render
 
     settings = OmegaConf.to_container(cfg.explain, resolve=True)
     method, count, output = settings.pop("method"), settings.pop("num_images"), settings.pop("output")
@@ -37,8 +37,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tracker.log_params({"checkpoint": str(checkpoint.model_path), **explain})
         folder = Path(output) if output else context.output_dir() / "explain"
         (path,) = save_and_log({method: picture}, folder, tracker)
+        metrics = {}
+        if method in RANDOMISABLE:  # Adebayo et al.'s sanity check of the maps just drawn
+            metrics["explain_randomisation_spearman"] = randomisation_spearman(model, images[:count], method, options)
+            tracker.log_metrics(metrics)
     print(f"explain.method={method}: {len(images)} images -> {path}")
-    return {}
+    for name, value in metrics.items():
+        print(f"{name}={value:.4f} (Spearman rank correlation of the maps before and after randomising the top layer)")
+    return metrics
 
 
 def explained_images(cfg: DictConfig, checkpoint, count: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from visionkit.explain import (
     top_patches,
 )
 from visionkit.explain.pictures import activation_grid, filter_grid, overlay
+from visionkit.explain.render import METHODS, RANDOMISABLE, Options, randomisation_spearman, render
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTUM_INPUT = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
@@ -356,3 +357,19 @@ def test_layer_errors():
         conv_kernel(model, "predictions")
     with pytest.raises(UserError, match="gradcam needs a layer with a spatial output; 'gap' gives shape"):
         gradcam(model, images_for(model), layer="gap")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_render_draws_every_method(method):
+    model = nested_model()
+    picture = render(model, images_for(model), method, Options(occlusion_size=4, occlusion_stride=4))
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[-1] == 3
+    assert picture.min() < picture.max()
+
+
+def test_render_errors_and_randomisation_figure():
+    model = nested_model()
+    with pytest.raises(UserError, match="unknown explain method 'gradcamm'; available: filters, activations, "):
+        render(model, images_for(model), "gradcamm")
+    for method in RANDOMISABLE:
+        assert -1.0 <= randomisation_spearman(model, images_for(model), method) < 0.9

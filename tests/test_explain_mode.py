@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -34,8 +36,9 @@ def test_train_logs_pictures_and_explain_mode_writes_them(pipeline, tmp_path):
         f"predict.input={images}",
     )
     assert "skipping unreadable image" in done.stdout
+    assert re.search(r"explain_randomisation_spearman=-?\d\.\d{4}", done.stdout)
     gradcam = np.asarray(Image.open(pipeline.run_dir / "explain" / "gradcam.png"))
-    assert gradcam.shape == (3 * 98 - 2, 2 * 98 - 2, 3)  # three rows of image | overlay, 32x32 drawn 3x, 2 apart
+    assert gradcam.shape == (3 * 130 - 2, 2 * 130 - 2, 3)  # three rows of image | overlay, 32x32 drawn 4x, 2 apart
 
     for method in ("deconvnet", "top_patches"):
         done = pipeline("mode=explain", f"checkpoint={run_dir}", f"explain.method={method}", "data.limit=48")

@@ -39,10 +39,11 @@ def randomise(model: keras.Model, paths: list[str], seed: int = 0) -> None:
 
 
 def rank_correlation(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Per image, Spearman's rank correlation of |before| and |after| (maps with the batch first)."""
+    """Per image, Spearman's rank correlation of |before| and |after| (maps with the batch first); 0 where a
+    map is constant (a Grad-CAM map rectified to all zeros has lost every ranking it had)."""
     count = len(before)
     pairs = zip(np.abs(before).reshape(count, -1), np.abs(after).reshape(count, -1))
-    return np.array([np.nan_to_num(spearmanr(a, b).statistic, nan=0.0) for a, b in pairs], np.float32)
+    return np.array([spearmanr(a, b).statistic if np.ptp(a) and np.ptp(b) else 0.0 for a, b in pairs], np.float32)
 
 
 def randomisation_check(

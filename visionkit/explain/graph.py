@@ -193,8 +193,14 @@ def output_shapes(model: keras.Model, image_shape: tuple[int, ...]) -> dict[str,
 
 
 def last_spatial_layer(model: keras.Model, image_shape: tuple[int, ...]) -> str:
-    """Grad-CAM's default layer: the last one whose output is still a map (height and width above 1)."""
-    maps = [path for path, shape in output_shapes(model, image_shape).items() if len(shape) == 3 and min(shape[:2]) > 1]
+    """Grad-CAM's default layer: the last one whose output is still a map (height and width above 1), a layer
+    inside a nested model rather than the nested model itself."""
+    containers = {path for path, layer in layer_paths(model).items() if is_container(layer)}
+    maps = [
+        path
+        for path, shape in output_shapes(model, image_shape).items()
+        if len(shape) == 3 and min(shape[:2]) > 1 and path not in containers
+    ]
     if not maps:
         raise UserError(f"model '{model.name}' has no layer with a spatial output to explain")
     return maps[-1]

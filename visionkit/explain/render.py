@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from visionkit.errors import UserError
-from visionkit.explain import attribution, features
+from visionkit.explain import attribution, checks, features
 from visionkit.explain.graph import last_spatial_layer, resolve_layer
 from visionkit.explain.pictures import (
     activation_grid,
@@ -48,8 +48,8 @@ class Options:
 
 
 def _zoom(images: np.ndarray) -> int:
-    """Small inputs drawn bigger: about 96 pixels a tile."""
-    return max(1, 96 // max(images.shape[1:3]))
+    """Small inputs drawn bigger: about 128 pixels a tile."""
+    return max(1, 128 // max(images.shape[1:3]))
 
 
 def _layer(model: keras.Model, images: np.ndarray, layer: str | None) -> str:
@@ -99,3 +99,20 @@ def _maps(model, images, method: str, layer: str, options: Options) -> list[np.n
             model, images, size=options.occlusion_size, stride=options.occlusion_stride, **target
         )
     return [overlay(image, h) / 255.0 for image, h in zip(images, heat)]
+
+
+RANDOMISABLE = ("saliency", "gradcam")  # the maps whose randomisation check mode=explain reports
+
+
+def randomisation_spearman(model: keras.Model, images, method: str, options: Options | None = None, top=1) -> float:
+    """checks.randomisation_check of saliency or Grad-CAM maps, with the top `top` weighted layers re-initialised."""
+    options = options or Options()
+    images = np.asarray(images, np.float32)
+    if method == "saliency":
+        return checks.randomisation_check(
+            model, images, lambda m, x: attribution.saliency(m, x, class_index=options.class_index), top=top
+        )
+    layer = _layer(model, images, options.layer)
+    return checks.randomisation_check(
+        model, images, lambda m, x: attribution.gradcam(m, x, layer=layer, class_index=options.class_index), top=top
+    )
