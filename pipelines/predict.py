@@ -36,7 +36,7 @@ def read_image(path: Path, input_shape) -> np.ndarray | None:
         with Image.open(path) as image:
             image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:  # the bomb: not an OSError
         print(f"warning: skipping unreadable image {path}: {error}")
         return None
     return pixels.reshape(height, width, channels)

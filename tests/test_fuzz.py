@@ -21,6 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipelines.predict import read_image
 from visionkit.data import load
 from visionkit.data.sources.voc import VOC_CLASSES
 from visionkit.data.verify import ImageVerifier
@@ -443,3 +444,15 @@ def test_the_pipeline_trains_on_a_fuzzed_folder(pipeline, tmp_path):
     assert f"skipped {root / 'ant' / 'empty.png'}: the file has 0 bytes" in done.stdout + done.stderr
     assert "test_accuracy=" in done.stdout
     assert snapshot(root) == before
+
+
+def test_predict_skips_every_broken_image_with_a_warning(tmp_path, capsys):
+    # predict reads an image whatever its name; only a dataset's verification skips a name that is not UTF-8.
+    broken = {
+        path: kinds for path, kinds in write_mutations(tmp_path / "inputs", seed=10).items() if kinds != {"bad_name"}
+    }
+    for path in broken:
+        assert read_image(path, (16, 16, 3)) is None, shown(path)
+    warnings = capsys.readouterr().out.splitlines()
+    assert len(warnings) == len(broken)
+    assert all(line.startswith("warning: skipping unreadable image") for line in warnings)
