@@ -92,17 +92,23 @@ def test_coco_crowds_are_no_training_boxes():
     assert bundle.verification.findings["crowd_annotations"] == 3 * 8  # train, val and test read 8 each
 
 
-def test_the_pets_trimap_becomes_pet_background_and_ignore():
-    trimap = np.full((24, 36, 1), 2, np.uint8)  # background
-    trimap[4:20, 6:30] = 3  # the uncertain border
-    trimap[6:18, 8:28] = 1  # the pet
-    example = {
-        "image": np.zeros((24, 36, 3), np.uint8),
+def pets_example(i: int) -> dict:
+    """A 24x36 oxford_iiit_pet example: trimap 2 background, 3 the border, 1 the pet (brighter in the image)."""
+    trimap = np.full((24, 36, 1), 2, np.uint8)
+    trimap[4:20, 6 + i % 4 : 30] = 3
+    trimap[6:18, 8 + i % 4 : 28] = 1
+    return {
+        "image": np.where(trimap == 1, 200, 30).repeat(3, -1).astype(np.uint8),
         "label": np.int64(0),
         "species": np.int64(0),
         "segmentation_mask": trimap,
         "head_bbox": np.zeros(4, np.float32),
     }
+
+
+def test_the_pets_trimap_becomes_pet_background_and_ignore():
+    example = pets_example(0)
+    trimap = example["segmentation_mask"]
     with mocked([example] * 8):
         bundle = load(
             "tfds",
@@ -138,3 +144,43 @@ def test_mock_datas_own_random_examples_are_counted_skips_not_a_crash(tmp_path, 
             load(
                 "tfds", task=task, targets=task, name_in_tfds=name, download=True, data_dir=str(tmp_path), test_split=""
             )
+
+
+# `python -m pipelines.run` inside the mock, which replaces the dataset builders of its own process only.
+MOCKED_RUN = (
+    "-c",
+    "import sys\nsys.path.insert(0, 'tests')\nfrom test_tfds_dense import EXAMPLES, mocked\n"
+    "from pipelines.run import main\nwith mocked(EXAMPLES[sys.argv[-1].split('=')[1]]):\n    main()",
+)
+EXAMPLES = {"voc/2007": [voc_example(i) for i in range(16)], "oxford_iiit_pet": [pets_example(i) for i in range(16)]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task, model",
+    [
+        ("detection", ("model=faster_rcnn", "model.width=0.125", "model.proposals=16", "model.fc_units=16")),
+        ("segmentation", ("model=unet", "model.width=0.125")),
+    ],
+    ids=["voc-detection", "pets-segmentation"],
+)
+def test_tfds_trains_evaluates_and_exports(pipeline, tmp_path, task, model):
+    name = "voc/2007" if task == "detection" else "oxford_iiit_pet"
+    done = pipeline(
+        f"task={task}",
+        "data=tfds",
+        "data.download=true",
+        f"data.data_dir={tmp_path / 'tfds'}",
+        *model,
+        "mode=train",
+        "trainer.epochs=1",
+        "trainer.batch_size=4",
+        "data.image_size=32",
+        "tracking=none",
+        "export.num_images=2",
+        *(("task.val_map_images=4", "data.val_split=validation") if task == "detection" else ()),
+        f"data.name_in_tfds={name}",  # last: the entry reads it
+        entry=MOCKED_RUN,
+    )
+    assert "export verified" in done.stdout, done.stdout[-2000:]
+    assert ("test_map50=" if task == "detection" else "test_") in done.stdout
