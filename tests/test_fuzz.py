@@ -79,6 +79,7 @@ def write_mutations(folder: Path, seed: int, suffixes=tuple(FORMATS)) -> dict[Pa
     os.symlink("loop_b.png", folder / "loop_a.png")
     os.symlink("loop_a.png", folder / "loop_b.png")
     os.symlink("gone.png", folder / "dangling.png")
+    os.mkfifo(folder / "pipe.png")  # reading a pipe nobody writes to would wait for ever
     named = os.fsencode(folder) + b"/caf\xe9.png"  # Latin-1 "café": not UTF-8
     with open(named, "wb") as handle:
         handle.write(encoded(".png", seed))
@@ -88,6 +89,7 @@ def write_mutations(folder: Path, seed: int, suffixes=tuple(FORMATS)) -> dict[Pa
         folder / "loop_a.png": {"unreadable"},
         folder / "loop_b.png": {"unreadable"},
         folder / "dangling.png": {"missing"},
+        folder / "pipe.png": {"unreadable"},
         Path(os.fsdecode(named)): {"bad_name"},
     }
     return expected
@@ -204,6 +206,21 @@ def test_files_without_read_permission_are_named_skips(tmp_path):
     finally:
         for path in locked:
             path.chmod(0o644)
+
+
+@pytest.mark.skipif(AS_ROOT, reason=ROOT_SKIP)
+def test_a_sub_folder_without_read_permission_is_a_warning_naming_it(tmp_path, caplog):
+    root, _, good = folder_dataset(tmp_path / "photos")
+    locked = root / "ant" / "more"
+    (locked / "deeper").mkdir(parents=True)
+    (locked / "deeper" / "good.png").write_bytes(encoded(".png", 1))
+    locked.chmod(0)
+    try:
+        report = load("folder", task="classification", path=str(root), image_size=16, seed=0).verification
+        assert report.kept == good
+        assert f"{locked} cannot be read (Permission denied): the images in it are left out" in caplog.text
+    finally:
+        locked.chmod(0o755)
 
 
 @pytest.mark.skipif(AS_ROOT, reason=ROOT_SKIP)
@@ -371,12 +388,11 @@ def test_broken_rows_of_a_csv_dataset(tmp_path):
     expected = {path: reasons for path, reasons in expected.items() if reasons != {"bad_name"}}  # CSV is UTF-8 text
     rows = ["image,label"] + [f"{os.path.relpath(path, root)},{path.parent.name}" for path in expected]
     rows += [f"{path.parent.name}/{path.name},{path.parent.name}" for path in sorted(root.glob("*/good*"))]
-    os.mkfifo(root / "ant" / "pipe.png")  # reading a pipe nobody writes to would wait for ever
     (root / "ant" / "folder.png").mkdir()
-    rows += ["ant/with\0nul.png,ant", "ant/pipe.png,ant", "ant/folder.png,ant"]  # the first: a name no file can have
+    rows += ["ant/with\0nul.png,ant", "ant/folder.png,ant"]  # the first: a name no file can have
     (root / "table.csv").write_text("\n".join(rows) + "\n")
     expected[root / "ant" / "with\0nul.png"] = {"bad_name"}
-    expected |= {root / "ant" / "pipe.png": {"unreadable"}, root / "ant" / "folder.png": {"unreadable"}}
+    expected[root / "ant" / "folder.png"] = {"unreadable"}
     before = snapshot(root)
     bundle = load("csv", task="classification", path=str(root / "table.csv"), image_size=16, seed=0)
     assert bundle.verification.kept == good
@@ -402,9 +418,7 @@ def test_broken_images_and_xml_files_of_a_voc_folder_are_named_skips(tmp_path):
     annotations.mkdir(parents=True)
     broken = write_mutations(images, seed=8, suffixes=(".jpg", ".png", ".bmp"))
     # VOC finds an image by its XML's filename or its id, a regular file; a text XML cannot name a non-UTF-8 file.
-    expected = {
-        path: reasons for path, reasons in broken.items() if not path.is_symlink() and "bad_name" not in reasons
-    }
+    expected = {path: kinds for path, kinds in broken.items() if path.is_file() and "bad_name" not in kinds}
     for path in expected:
         (annotations / f"{path.stem}_{path.suffix[1:]}.xml").write_text(voc_xml(path.name))
     for i in range(8):
@@ -447,10 +461,10 @@ def test_the_pipeline_trains_on_a_fuzzed_folder(pipeline, tmp_path):
 
 
 def test_predict_skips_every_broken_image_with_a_warning(tmp_path, capsys):
-    # predict reads an image whatever its name; only a dataset's verification skips a name that is not UTF-8.
-    broken = {
-        path: kinds for path, kinds in write_mutations(tmp_path / "inputs", seed=10).items() if kinds != {"bad_name"}
-    }
+    # predict reads an image whatever its name (only a dataset's verification skips a name that is not UTF-8), and
+    # lists regular files only: a pipe never reaches it.
+    kept_out = {"caf\udce9.png", "pipe.png"}
+    broken = [path for path in write_mutations(tmp_path / "inputs", seed=10) if path.name not in kept_out]
     for path in broken:
         assert read_image(path, (16, 16, 3)) is None, shown(path)
     warnings = capsys.readouterr().out.splitlines()

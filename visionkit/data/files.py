@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from visionkit.data.core import SPLIT_NAMES
 from visionkit.errors import UserError
+
+logger = logging.getLogger("visionkit.data")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 # Folder names a split goes by (Roboflow and others export "valid").
@@ -51,12 +54,19 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under folder (recursively, hidden files left out), sorted for reproducibility. A link to nothing
-    and a link loop are listed too, so that verification reports them rather than leaving them out unsaid."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and (p.is_file() or (p.is_symlink() and not p.is_dir()))
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    """Image files under folder (recursively, hidden files and folders left out), sorted for reproducibility.
+    Whatever is not a folder is listed, a link to nothing, a link loop or a pipe included, so that verification
+    reports it rather than leaving it out unsaid; a sub-folder that cannot be read is a warning naming it."""
+    found = []
+    for directory, folders, files in os.walk(folder, onerror=_unreadable_folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [
+            Path(directory, name)
+            for name in files
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return sorted(found)
+
+
+def _unreadable_folder(error: OSError) -> None:
+    logger.warning(f"{error.filename} cannot be read ({error.strerror}): the images in it are left out")

@@ -324,9 +324,11 @@ def unreadable(path: Path, error: OSError) -> tuple[str, str]:
 
 
 def read_bytes(path: Path, prefix: str = "") -> bytes:
-    """The bytes of a file an image depends on (a mask, a label file); DecodeError when the OS refuses it, with
-    the reason (missing, unreadable) prefixed by `prefix` ("mask_")."""
+    """The bytes of a file an image depends on (a mask, a label file); DecodeError when the OS refuses it or it is
+    no regular file, with the reason (missing, unreadable) prefixed by `prefix` ("mask_")."""
     try:
+        if not S_ISREG(path.stat().st_mode):  # opening a pipe would wait for a writer
+            raise DecodeError(prefix + "unreadable", "not a regular file")
         return path.read_bytes()
     except OSError as error:
         reason, detail = unreadable(path, error)
