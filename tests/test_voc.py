@@ -130,6 +130,9 @@ def test_cvat_decimals_trainval_and_a_carved_val(tmp_path):
     assert parsed.objects[0].box == (1.0, 1.0, 12.0, 30.0)
     with pytest.raises(UserError, match=r"data.train_list: .*trainval2.txt does not exist; lists in .*: test, train"):
         detection(voc_fixture(tmp_path / "other"), train_list="trainval2")
+    # CVAT, for a task without subsets, lists every image in ImageSets/Main/default.txt.
+    cvat = voc_fixture(tmp_path / "cvat", lists={"default": list(IMAGES)}, cvat=True)
+    assert sum(len(split) for split in detection(cvat, val_fraction=0.25, test_fraction=0.25).splits().values()) == 8
 
 
 def test_a_labelling_tool_export_names_its_own_classes(tmp_path):

@@ -131,9 +131,13 @@ def voc(
 
 
 def _split_ids(root: Path, targets: str, lists: dict[str, str]) -> dict[str, list[str]]:
-    """The ids of each split whose list exists; without the ImageSets folder, every annotation file is train."""
+    """The ids of each split whose list exists; without the ImageSets folder, every annotation file is train, and
+    a folder of one list only (CVAT's `default.txt`, when the task had no subsets) is the train list."""
     image_set, annotation_folder, suffix = TARGETS[targets]
     folder = root / "ImageSets" / image_set
+    only = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    if len(only) == 1 and not (folder / f"{lists['train']}.txt").is_file():
+        lists = {"train": only[0].stem}
     if not folder.is_dir():
         annotations = root / annotation_folder
         if not annotations.is_dir():
