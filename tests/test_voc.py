@@ -184,6 +184,36 @@ def test_segmentation_reads_the_palette_indices_with_255_as_ignore(tmp_path):
     assert bundle.verification.skipped == {"mask_missing": 1, "mask_size": 1} and len(bundle.train) == 2
 
 
+def cvat_labels(height: int, width: int) -> np.ndarray:
+    labels = np.zeros((height, width), np.uint8)
+    labels[5:20, 5:15], labels[10:25, 18:28], labels[0, :] = 1, 2, 3  # leaf, tomato, a colour labelmap.txt lacks
+    return labels
+
+
+def test_colour_masks_as_cvat_exports_them(tmp_path):
+    """CVAT writes SegmentationClass as RGB colours and names them in labelmap.txt; without it, RGB masks are read
+    through VOC's own colours (person: 192, 128, 128; border: 224, 224, 192)."""
+    root = voc_fixture(tmp_path / "cvat", masks=False)
+    colours = np.array([[0, 0, 0], [10, 200, 10], [250, 50, 50], [1, 2, 3]], np.uint8)
+    for image_id, (width, height, _) in IMAGES.items():
+        save(root / "SegmentationClass" / f"{image_id}.png", colours[cvat_labels(height, width)])
+    (root / "labelmap.txt").write_text(
+        "# label:color_rgb:parts:actions\nbackground:0,0,0::\nleaf:10,200,10::\ntomato:250,50,50::\n"
+    )
+    bundle = load("voc", task="segmentation", path=str(root), targets="segmentation", cache="none")
+    assert bundle.mask_names == ["background", "leaf", "tomato"]
+    labels = cvat_labels(28, 36)  # 000002's
+    np.testing.assert_array_equal(bundle.train.targets["mask"][1], np.where(labels == 3, IGNORE_INDEX, labels))
+    assert bundle.verification.findings["mask_pixels_out_of_range"] == sum(w for w, _, _ in IMAGES.values())
+    (root / "labelmap.txt").unlink()
+    person = np.zeros((28, 36, 3), np.uint8)
+    person[4:20, 4:20] = (224, 224, 192)
+    person[6:18, 6:18] = (192, 128, 128)
+    save(root / "SegmentationClass" / "000002.png", person)
+    mask = load("voc", task="segmentation", path=str(root), targets="segmentation", cache="none").train.targets["mask"]
+    assert mask[1][10, 10] == VOC_CLASSES.index("person") + 1 and mask[1][4, 4] == IGNORE_INDEX and mask[1][0, 0] == 0
+
+
 # ---- difficult objects: out of training, out of the metrics ------------------------------------------------
 
 

@@ -6,6 +6,7 @@ export it.
     <path>/ImageSets/Main/<list>.txt       the ids of a split, one a line (detection)
     <path>/ImageSets/Segmentation/<list>.txt
     <path>/SegmentationClass/<id>.png      palette PNG: the palette index is the class, 255 the ignored borders
+    <path>/labelmap.txt                    CVAT's export: `name:r,g,b::` per class, for its RGB colour masks
 
 `targets` (conf: the task's name) picks the annotations: detection reads the XML boxes of the ids in
 ImageSets/Main, segmentation the masks of the ids in ImageSets/Segmentation. Without that ImageSets folder (a
@@ -18,6 +19,7 @@ the samples with a `difficult` flag: the detection task keeps them out of traini
 
 from __future__ import annotations
 
+import io
 import math
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
@@ -26,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from visionkit.data.core import DataBundle, bundle_from_samples
+from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path
 from visionkit.data.images import DecodeError, read_mask
 from visionkit.data.index import LazyItem
-from visionkit.data.sources.masks import mask_of_file
 from visionkit.data.verify import Checked, ImageVerifier, clean_boxes, clean_mask
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
@@ -110,8 +112,11 @@ def voc(
     ids = _split_ids(root, targets, {"train": train_list, "val": val_list, "test": test_list})
     verifier = ImageVerifier("voc", root, image_size=image_size, channels=channels)
     if targets == "segmentation":
-        names = list(class_names) if class_names else list(VOC_CLASSES)
-        pools = {split: _mask_samples(root, split_ids, len(names) + 1, verifier) for split, split_ids in ids.items()}
+        colours, listed = _colours(root)
+        names = list(class_names or listed or VOC_CLASSES)
+        pools = {
+            split: _mask_samples(root, split_ids, len(names) + 1, colours, verifier) for split, split_ids in ids.items()
+        }
         mask_names = ["background", *names]
     else:
         annotations = {split: _annotations(root, split_ids, verifier) for split, split_ids in ids.items()}
@@ -295,7 +300,68 @@ def _box_samples(found: list[_Found], names: list[str], verifier: ImageVerifier)
     return samples
 
 
-def _mask_samples(root: Path, ids: list[str], num_values: int, verifier: ImageVerifier) -> list[dict[str, Any]]:
+def voc_colour_map() -> np.ndarray:
+    """[256, 3] uint8: the colour of each class index in VOC's palette (the devkit's bit-interleaving; 255 is the
+    border colour 224, 224, 192)."""
+    index = np.arange(256)
+    colours = np.zeros((256, 3), np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            colours[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colours.astype(np.uint8)
+
+
+def _colours(root: Path) -> tuple[tuple[tuple[int, int, int], ...], list[str]]:
+    """The colour of each mask value for masks saved as RGB (CVAT's export: its labelmap.txt, `name:r,g,b::` a
+    line, the background first), else VOC's palette; and the class names labelmap.txt gives (none without it)."""
+    labelmap = root / "labelmap.txt"
+    if not labelmap.is_file():
+        return tuple(map(tuple, voc_colour_map().tolist())), []
+    entries = []
+    for number, line in enumerate(labelmap.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip() and not line.startswith("#"):
+            name, _, rest = line.partition(":")
+            try:
+                rgb = tuple(int(v) for v in rest.split(":")[0].split(","))
+            except ValueError:
+                rgb = ()
+            if len(rgb) != 3:
+                raise UserError(f"{labelmap} line {number}: expected 'name:r,g,b::', received {line.strip()!r}")
+            entries.append((name.strip(), rgb))
+    return tuple(rgb for _, rgb in entries), [name for name, _ in entries[1:]]
+
+
+def class_mask(data: bytes, colours: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    """Class indices of a mask file: palette indices or grey values as they are; an RGB mask through `colours`
+    (value = position), VOC's border colour as IGNORE_INDEX and any other colour as -1 (out of range)."""
+    try:
+        return read_mask(data)
+    except DecodeError as error:
+        if error.reason != "mask_colour":
+            raise
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    values = {(r << 16) | (g << 8) | b: value for value, (r, g, b) in enumerate(colours)}
+    values[(224 << 16) | (224 << 8) | 192] = IGNORE_INDEX
+    unique, inverse = np.unique(packed, return_inverse=True)
+    return np.array([values.get(int(c), -1) for c in unique], np.int64)[inverse].reshape(packed.shape)
+
+
+def voc_mask(item: tuple[str, int, tuple]) -> np.ndarray:
+    """The mask file's class indices, values outside the classes set to ignore (as verification reported)."""
+    path, num_values, colours = item
+    try:
+        with open(path, "rb") as handle:
+            mask = class_mask(handle.read(), colours)
+    except (OSError, DecodeError) as error:
+        raise UserError(f"{path} cannot be read any more ({error}); it changed after verification") from None
+    return np.where((mask < 0) | (mask >= num_values), IGNORE_INDEX, mask).astype(np.uint8)
+
+
+def _mask_samples(
+    root: Path, ids: list[str], num_values: int, colours: tuple, verifier: ImageVerifier
+) -> list[dict[str, Any]]:
     paths = [_image_path(root, image_id) for image_id in ids]
     samples = []
     for image_id, path, checked in zip(ids, paths, verifier.read(paths)):
@@ -303,7 +369,7 @@ def _mask_samples(root: Path, ids: list[str], num_values: int, verifier: ImageVe
             continue
         mask_path = root / "SegmentationClass" / f"{image_id}.png"
         try:
-            mask = read_mask(mask_path.read_bytes())
+            mask = class_mask(mask_path.read_bytes(), colours)
         except FileNotFoundError:
             verifier.drop(path, checked, "mask_missing", f"no mask {mask_path}")
             continue
@@ -319,5 +385,5 @@ def _mask_samples(root: Path, ids: list[str], num_values: int, verifier: ImageVe
             verifier.drop(path, checked, "mask_size", detail)
             continue
         clean_mask(verifier.report, mask, num_values, str(mask_path))  # reports what reading sets to ignore
-        samples.append({"image": checked.file, "mask": LazyItem((str(mask_path), num_values), mask_of_file)})
+        samples.append({"image": checked.file, "mask": LazyItem((str(mask_path), num_values, colours), voc_mask)})
     return samples
