@@ -45,10 +45,14 @@ def grid(tiles, columns: int | None = None, gap: int = 1, scale: int = 1) -> np.
     return canvas
 
 
-def filter_grid(kernel: np.ndarray, *, max_filters: int = 64, max_channels: int = 16, scale: int = 4) -> np.ndarray:
+def filter_grid(
+    kernel: np.ndarray, *, max_filters: int = 64, max_channels: int = 16, scale: int | None = None
+) -> np.ndarray:
     """A convolution's filters [kh, kw, C_in, C_out]: with 1 or 3 input channels one (grey or colour)
-    tile per filter, each scaled on its own; deeper layers one row per filter, one tile per input channel."""
+    tile per filter, each scaled on its own; deeper layers one row per filter, one tile per input channel.
+    Tiles are drawn `scale` times bigger, by default about 24 pixels across."""
     kernel = np.asarray(kernel, np.float32)[..., :max_filters]
+    scale = scale or max(1, 24 // max(kernel.shape[:2]))
     filters = np.moveaxis(kernel, -1, 0)  # [C_out, kh, kw, C_in]
     if kernel.shape[2] in (1, 3):
         return grid([unit_range(f, signed=True) for f in filters], scale=scale)
