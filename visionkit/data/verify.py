@@ -5,8 +5,8 @@ channels are counted; its pixels are not kept: a source's result is an index of 
 (data/index.py). Annotations are checked (boxes clipped within BOX_TOLERANCE_PX, masks against the class
 range). What was kept, converted and skipped, per reason, is a VerificationReport on the DataBundle. No file
 stops a load: one that cannot be used (empty, truncated, corrupt, a header above Pillow's decompression-bomb
-limit, unreadable, a link to nothing or a link loop, a name that is not UTF-8) is a skip, counted by reason,
-with a warning naming it.
+limit, unreadable, a link to nothing or a link loop, a pipe, a name that is not UTF-8) is a skip, counted by
+reason, with a warning naming it.
 
 The verdict on each image file (usable with its size and conversions, or skipped and why) is cached by the
 file's size and modification time in $VISIONKIT_CACHE_DIR/verify (default ~/.cache/visionkit/verify), so a
