@@ -2,7 +2,9 @@
 load goes on with the good samples, and the folder is left as it was. Every fixture is made here, seeded:
 mutations of valid files (0 bytes, truncations at random offsets, zeroed headers, random bytes, other content
 under an image extension, a header above Pillow's decompression-bomb limit, no read permission, a name that
-is not UTF-8, a symbolic link loop, a link to nothing) and annotation files that are not valid JSON or YAML."""
+is not UTF-8, a symbolic link loop, a link to nothing, a pipe) of the images, masks, label files and CSV rows of
+every source, and annotation files that are not valid JSON, XML or YAML. Loads go through data.load; one slow
+test trains through the command line on a fuzzed folder."""
 
 from __future__ import annotations
 
