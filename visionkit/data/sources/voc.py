@@ -19,6 +19,7 @@ the samples with a `difficult` flag: the detection task keeps them out of traini
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import xml.etree.ElementTree as ElementTree
@@ -300,6 +301,7 @@ def _box_samples(found: list[_Found], names: list[str], verifier: ImageVerifier)
     return samples
 
 
+@functools.cache
 def voc_colour_map() -> np.ndarray:
     """[256, 3] uint8: the colour of each class index in VOC's palette (the devkit's bit-interleaving; 255 is the
     border colour 224, 224, 192)."""
@@ -311,12 +313,12 @@ def voc_colour_map() -> np.ndarray:
     return colours.astype(np.uint8)
 
 
-def _colours(root: Path) -> tuple[tuple[tuple[int, int, int], ...], list[str]]:
+def _colours(root: Path) -> tuple[tuple[tuple[int, int, int], ...] | None, list[str]]:
     """The colour of each mask value for masks saved as RGB (CVAT's export: its labelmap.txt, `name:r,g,b::` a
-    line, the background first), else VOC's palette; and the class names labelmap.txt gives (none without it)."""
+    line, the background first; None without it: VOC's palette) and the class names labelmap.txt gives."""
     labelmap = root / "labelmap.txt"
     if not labelmap.is_file():
-        return tuple(map(tuple, voc_colour_map().tolist())), []
+        return None, []
     entries = []
     for number, line in enumerate(labelmap.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip() and not line.startswith("#"):
@@ -331,9 +333,10 @@ def _colours(root: Path) -> tuple[tuple[tuple[int, int, int], ...], list[str]]:
     return tuple(rgb for _, rgb in entries), [name for name, _ in entries[1:]]
 
 
-def class_mask(data: bytes, colours: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+def class_mask(data: bytes, colours: tuple[tuple[int, int, int], ...] | None) -> np.ndarray:
     """Class indices of a mask file: palette indices or grey values as they are; an RGB mask through `colours`
-    (value = position), VOC's border colour as IGNORE_INDEX and any other colour as -1 (out of range)."""
+    (value = position; None: VOC's palette), VOC's border colour as IGNORE_INDEX, any other colour -1 (out of
+    range)."""
     try:
         return read_mask(data)
     except DecodeError as error:
@@ -342,7 +345,8 @@ def class_mask(data: bytes, colours: tuple[tuple[int, int, int], ...]) -> np.nda
     with Image.open(io.BytesIO(data)) as image:
         rgb = np.asarray(image.convert("RGB")).astype(np.int64)
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    values = {(r << 16) | (g << 8) | b: value for value, (r, g, b) in enumerate(colours)}
+    table = voc_colour_map().tolist()[:IGNORE_INDEX] if colours is None else colours
+    values = {(r << 16) | (g << 8) | b: value for value, (r, g, b) in enumerate(table)}
     values[(224 << 16) | (224 << 8) | 192] = IGNORE_INDEX
     unique, inverse = np.unique(packed, return_inverse=True)
     return np.array([values.get(int(c), -1) for c in unique], np.int64)[inverse].reshape(packed.shape)
