@@ -170,8 +170,9 @@ def test_every_broken_image_is_a_named_skip_and_the_load_goes_on(tmp_path):
     assert snapshot(root) == before
 
 
-def test_each_mutation_is_counted_under_its_reason(tmp_path):
-    expected = write_mutations(tmp_path / "files", seed=7)
+@pytest.mark.parametrize("seed", [7, 8, 9, 10])  # other truncation offsets and random bytes
+def test_each_mutation_is_counted_under_its_reason(tmp_path, seed):
+    expected = write_mutations(tmp_path / "files", seed=seed)
     verifier = ImageVerifier("fuzz", tmp_path / "files", image_size=16, channels=3)
     for path, reasons in expected.items():
         before = Counter(verifier.report.skipped)
