@@ -148,6 +148,24 @@ def test_a_labelling_tool_export_names_its_own_classes(tmp_path):
     assert all(len(c) == 0 or c.tolist() == [0] for c in named.train.targets["classes"])
 
 
+def test_xml_files_beside_their_images_as_roboflow_and_labelimg_write_them(tmp_path):
+    root = tmp_path / "roboflow"
+    for split, ids in (("train", LISTS["train"]), ("valid", LISTS["val"]), ("test", LISTS["test"])):
+        for image_id in ids:
+            width, height, objects = IMAGES[image_id]
+            stem = f"{image_id}_jpg.rf.{image_id[-2:]}ab"  # Roboflow's renaming
+            save(root / split / f"{stem}.jpg", noise(height, width, int(image_id)))
+            (root / split / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", width, height, objects))
+    bundle = detection(root)
+    assert [len(bundle.train), len(bundle.val), len(bundle.test)] == [4, 2, 2]
+    np.testing.assert_array_equal(bundle.train.targets["boxes"][0], [[0, 0, 40, 30]])
+    flat = detection(root / "train", val_fraction=0.25, test_fraction=0.25)  # labelImg: one folder
+    assert [len(flat.train), len(flat.val), len(flat.test)] == [2, 1, 1]
+    with pytest.raises(UserError, match="has no Annotations/ folder and no .xml files beside its images"):
+        (tmp_path / "photos").mkdir()
+        detection(tmp_path / "photos")
+
+
 def test_broken_annotations_are_named_skips(tmp_path):
     root = voc_fixture(tmp_path / "voc")
     (root / "Annotations" / "000002.xml").write_text("<annotation><object><name>dog</name>")  # truncated

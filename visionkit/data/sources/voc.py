@@ -11,6 +11,8 @@ export it.
 `targets` (conf: the task's name) picks the annotations: detection reads the XML boxes of the ids in
 ImageSets/Main, segmentation the masks of the ids in ImageSets/Segmentation. Without that ImageSets folder (a
 labelling tool's export), every annotation file is a training sample and val and test are carved from them.
+Detection also reads XML files beside their images (labelImg's default, Roboflow's export), in <path> or in its
+train/, valid/ and test/ folders.
 
 VOC's boxes are 1-based inclusive pixel indices: a box covering the image's first column has xmin 1. They become
 the sample contract's 0-based pixel edges here: (xmin - 1, ymin - 1, xmax, ymax). Objects marked `difficult` stay in
@@ -32,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
-from visionkit.data.files import existing_path
+from visionkit.data.files import existing_path, split_folders
 from visionkit.data.images import DecodeError, read_mask
 from visionkit.data.index import LazyItem
 from visionkit.data.verify import Checked, ImageVerifier, clean_boxes, clean_mask
@@ -110,9 +112,10 @@ def voc(
             f"data.targets must be one of {', '.join(TARGETS)} (conf: the task's name), received {targets!r}; "
             f"add task=detection or task=segmentation"
         )
-    ids = _split_ids(root, targets, {"train": train_list, "val": val_list, "test": test_list})
+    lists = {"train": train_list, "val": val_list, "test": test_list}
     verifier = ImageVerifier("voc", root, image_size=image_size, channels=channels)
     if targets == "segmentation":
+        ids = _split_ids(root, targets, lists)
         colours, listed = _colours(root)
         names = list(class_names or listed or VOC_CLASSES)
         pools = {
@@ -120,7 +123,7 @@ def voc(
         }
         mask_names = ["background", *names]
     else:
-        annotations = {split: _annotations(root, split_ids, verifier) for split, split_ids in ids.items()}
+        annotations = {split: _annotations(entries, verifier) for split, entries in _xml_files(root, lists).items()}
         names = list(class_names) if class_names else _found_names(annotations)
         pools = {split: _box_samples(found, names, verifier) for split, found in annotations.items()}
         mask_names = []
@@ -222,9 +225,25 @@ def _flag(element: ElementTree.Element, path: str) -> bool:
     return text in ("1", "true", "yes")
 
 
-def _image_path(root: Path, image_id: str, filename: str = "") -> Path:
-    """JPEGImages/<filename the XML gives>, else JPEGImages/<id> with the first image suffix found."""
-    folder = root / "JPEGImages"
+def _xml_files(root: Path, lists: dict[str, str]) -> dict[str, list[tuple[Path, Path]]]:
+    """(XML file, the folder of its image) per split: the VOCdevkit's Annotations/ and JPEGImages/ by the split
+    lists, else XML files beside their images (labelImg's default, Roboflow's export), in root or in its train/,
+    valid/ and test/ folders."""
+    if (root / "Annotations").is_dir() or (root / "ImageSets").is_dir():
+        return {
+            split: [(root / "Annotations" / f"{image_id}.xml", root / "JPEGImages") for image_id in ids]
+            for split, ids in _split_ids(root, "detection", lists).items()
+        }
+    found = {
+        split: [(xml, folder) for xml in sorted(folder.glob("*.xml"))] for split, folder in split_folders(root).items()
+    }
+    if not any(found.values()):
+        raise UserError(f"{root} has no Annotations/ folder and no .xml files beside its images: not a VOC dataset")
+    return found
+
+
+def _image_path(folder: Path, image_id: str, filename: str = "") -> Path:
+    """<folder>/<filename the XML gives>, else <folder>/<id> with the first image suffix found."""
     if filename and (folder / Path(filename).name).is_file():
         return folder / Path(filename).name
     candidates = [folder / f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES]
@@ -239,21 +258,23 @@ class _Found:
     xml: Path
 
 
-def _annotations(root: Path, ids: list[str], verifier: ImageVerifier) -> list[_Found]:
-    """Each id's parsed XML and verified image; an unreadable XML or a <size> that is not the image's is a skip."""
+def _annotations(entries: list[tuple[Path, Path]], verifier: ImageVerifier) -> list[_Found]:
+    """Each (XML file, image folder)'s annotation and verified image; an unreadable XML or a <size> that is not the
+    image's is a skip."""
     parsed = []
-    for image_id in ids:
-        xml = root / "Annotations" / f"{image_id}.xml"
+    for xml, images in entries:
         if not xml.is_file():
-            verifier.report.skip("annotation_missing", str(xml), f"the split lists {image_id} but it has no annotation")
+            verifier.report.skip("annotation_missing", str(xml), f"the split lists {xml.stem} but it has no annotation")
             continue
         try:
-            parsed.append((image_id, xml, read_annotation(xml)))
+            annotation = read_annotation(xml)
         except BadAnnotation as error:
             verifier.report.skip("bad_annotation", str(xml), str(error))
-    paths = [_image_path(root, image_id, annotation.filename) for image_id, _, annotation in parsed]
+            continue
+        parsed.append((xml, _image_path(images, xml.stem, annotation.filename), annotation))
+    paths = [path for _, path, _ in parsed]
     found = []
-    for path, (_, xml, annotation), checked in zip(paths, parsed, verifier.read(paths)):
+    for (xml, path, annotation), checked in zip(parsed, verifier.read(paths)):
         if checked is None:
             continue
         if annotation.size not in (None, checked.original_size):
@@ -366,7 +387,7 @@ def voc_mask(item: tuple[str, int, tuple]) -> np.ndarray:
 def _mask_samples(
     root: Path, ids: list[str], num_values: int, colours: tuple, verifier: ImageVerifier
 ) -> list[dict[str, Any]]:
-    paths = [_image_path(root, image_id) for image_id in ids]
+    paths = [_image_path(root / "JPEGImages", image_id) for image_id in ids]
     samples = []
     for image_id, path, checked in zip(ids, paths, verifier.read(paths)):
         if checked is None:
