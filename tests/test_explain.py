@@ -5,6 +5,7 @@ subprocess (the backend is fixed when keras is imported)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from visionkit.explain import (
 )
 from visionkit.explain.pictures import activation_grid, filter_grid, overlay
 from visionkit.explain.render import METHODS, RANDOMISABLE, Options, randomisation_spearman, render
+from visionkit.models import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTUM_INPUT = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
@@ -373,3 +375,25 @@ def test_render_errors_and_randomisation_figure():
         render(model, images_for(model), "gradcamm")
     for method in RANDOMISABLE:
         assert -1.0 <= randomisation_spearman(model, images_for(model), method) < 0.9
+
+
+IMAGE_MODELS = [
+    name
+    for name in MODELS.names()
+    if MODELS.meta(name).get("modality") != "series" and MODELS.meta(name)["tasks"] != ("detection",)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_every_zoo_model(name):
+    """Grad-CAM at the default layer and guided backprop of each image model of the zoo, at a quarter width."""
+    meta, builder = MODELS.meta(name), MODELS.get(name)
+    board = min(meta["paper_input"][:2]) < 32  # alphago_policy: its board size and classes are fixed
+    shape = meta["paper_input"] if board else (64, 64, meta["paper_input"][-1])
+    options = {"width": 0.25} if "width" in inspect.signature(builder).parameters else {}
+    model = builder(input_shape=shape, num_classes=meta["paper_classes"] if board else 3, **options)
+    images = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32")
+    cam, guided = gradcam(model, images), guided_backprop(model, images)
+    assert cam.shape == (1, *shape[:2]) and guided.shape == images.shape
+    assert np.all(np.isfinite(cam)) and np.all(np.isfinite(guided)) and np.abs(guided).max() > 0
