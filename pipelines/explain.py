@@ -9,10 +9,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines import context
-from pipelines.explaining import folder_images, save_and_log, split_images
+from pipelines.explaining import DENSE_TASKS, folder_images, save_and_log, split_images
 from visionkit.errors import UserError
 
 TOP_PATCH_IMAGES = 512  # top_patches searches at most this many images
+LAYER_METHODS = ("filters", "activations", "top_patches")  # what a layer holds: no score to explain
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -27,6 +28,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     with context.as_user_error("explain"):
         options = Options(**settings)
     checkpoint = context.resolve_checkpoint(cfg)
+    if checkpoint.metadata["task"] not in DENSE_TASKS and method not in LAYER_METHODS:
+        raise UserError(
+            f"explain.method={method} explains {', '.join(DENSE_TASKS)} models; a {checkpoint.metadata['task']} "
+            f"checkpoint has {', '.join(LAYER_METHODS)}"
+        )
     images = explained_images(cfg, checkpoint, TOP_PATCH_IMAGES if method == "top_patches" else count)
     model = context.load_checkpoint_model(checkpoint)
     with context.as_user_error(f"explain.method={method}"):

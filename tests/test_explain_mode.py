@@ -69,3 +69,24 @@ def test_train_logs_pictures_and_explain_mode_writes_them(pipeline, tmp_path):
 def test_errors(pipeline, overrides, message):
     done = pipeline("mode=explain", "tracking=none", *overrides, check=False)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == message
+
+
+def test_a_detection_checkpoint_gets_the_layer_methods_only(tmp_path):
+    from omegaconf import OmegaConf
+
+    from pipelines import explain
+    from pipelines.context import METADATA_FILE, PROJECT_ROOT
+    from visionkit.errors import UserError
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "best.keras").write_bytes(b"")
+    (checkpoints / METADATA_FILE).write_text('{"task": "detection", "data": "shapes"}')
+    section = OmegaConf.load(PROJECT_ROOT / "conf" / "config.yaml").explain
+    cfg = OmegaConf.create({"explain": section, "checkpoint": str(tmp_path / "run"), "mode": "explain"})
+    message = (
+        "explain.method=gradcam explains classification, regression, segmentation models; "
+        "a detection checkpoint has filters, activations, top_patches"
+    )
+    with pytest.raises(UserError, match=message):
+        explain.run(cfg)
