@@ -10,6 +10,7 @@ from visionkit.layers.pooling_indices import MaxPoolingWithArgmax2D, MaxUnpoolin
 from visionkit.layers.position_bias import PositionBias
 from visionkit.layers.region_proposals import FeatureCells, RegionOutputs, RegionProposals
 from visionkit.layers.roi_pooling import ROIPooling
+from visionkit.layers.series_masking import ObservedMean, StandardizeSeries
 
 __all__ = [
     "AnchorBoxes",
@@ -20,9 +21,11 @@ __all__ = [
     "LocalResponseNormalization",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
+    "ObservedMean",
     "PositionBias",
     "ROIPooling",
     "RegionOutputs",
     "RegionProposals",
+    "StandardizeSeries",
     "apply_filter",
 ]

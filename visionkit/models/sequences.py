@@ -21,48 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import layers, ops
+from keras import layers
 
+from visionkit.layers import ObservedMean, StandardizeSeries
 from visionkit.models.common import check_top, predictions, scaled
 from visionkit.registry import MODELS
 
 SERIES_TASKS = ("classification", "regression")
 # The UCR GunPoint series: 150 steps of one channel, two classes (the 1-D classifiers' reference input).
 GUNPOINT = {"paper_input": (150, 1), "paper_classes": 2, "modality": "series"}
-
-
-@keras.saving.register_keras_serializable(package="visionkit")
-class StandardizeSeries(keras.layers.Layer):
-    """(x - mean) / std per channel, with missing values (NaN: gaps and the padding of shorter series) as 0."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
-        super().__init__(**kwargs)
-        self.mean = [float(v) for v in mean]
-        self.std = [float(v) for v in std]
-
-    def call(self, x):
-        x = (x - ops.convert_to_tensor(self.mean, x.dtype)) / ops.convert_to_tensor(self.std, x.dtype)
-        return ops.where(ops.isnan(x), ops.zeros_like(x), x)
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
-
-
-@keras.saving.register_keras_serializable(package="visionkit")
-class ObservedMean(keras.layers.Layer):
-    """Average of features [B, T', F] over the observed time steps of the raw series [B, T, C] (a step is
-    observed when any channel is not NaN). T' < T for unpadded ('valid') convolutions, whose output t sees
-    steps t .. t + T - T': it counts when the last of them is observed, as padding only ever follows a series."""
-
-    def call(self, inputs):
-        features, series = inputs
-        observed = ops.any(ops.logical_not(ops.isnan(series)), axis=-1)
-        observed = ops.cast(observed[:, ops.shape(series)[1] - ops.shape(features)[1] :], features.dtype)
-        total = ops.sum(features * observed[..., None], axis=1)
-        return total / ops.maximum(ops.sum(observed, axis=1, keepdims=True), 1.0)
-
-    def compute_output_shape(self, input_shapes):
-        return (input_shapes[0][0], input_shapes[0][-1])
 
 
 def check_series_shape(input_shape, *, min_steps: int, model: str) -> tuple[int, int]:
