@@ -14,6 +14,7 @@ from pipelines.settings import TrainerSettings, positive, typed
 from pipelines.trainer import training_input
 from visionkit.analysis.drawing import draw_sample, image_figure, image_grid
 from visionkit.data.loader import BatchLoader
+from visionkit.errors import UserError
 from visionkit.tracking import flatten
 
 
@@ -45,6 +46,8 @@ def run(cfg: DictConfig) -> Path:
     trainer = typed(cfg.trainer, TrainerSettings, "trainer")
     task = context.load_task(cfg)
     bundle = context.load_data(cfg, task)
+    if bundle.train.input_key == "series":
+        raise UserError(f"mode=preview draws images; data={cfg.data.name} holds series")
     augment = context.options(cfg.augment)
     train, augmenter = training_input(cfg, trainer, bundle)
     # The training loader's own order and seeds: the preview shows the samples epoch 0 starts with.

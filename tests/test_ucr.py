@@ -174,3 +174,15 @@ def test_predict_reads_series_from_ts_csv_and_npz(toy_ts, tmp_path):
     assert from_ts.shape == (8, 6, 2) and np.isnan(from_ts[:, 4:]).all()  # padded to it
     with pytest.raises(UserError, match=r"holds series of 2 channels, the model takes 3"):
         read_predict_file(toy_ts, 6, 3)
+
+
+def test_preview_of_series_is_a_one_line_error():
+    from hydra import compose, initialize_config_dir
+
+    from pipelines import preview
+    from pipelines.run import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["mode=preview", "data=ucr", "tracking=none"])
+    with pytest.raises(UserError, match=r"^mode=preview draws images; data=ucr holds series$"):
+        preview.run(cfg)
