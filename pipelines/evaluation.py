@@ -26,7 +26,7 @@ def evaluate_and_log(
 ) -> dict[str, float]:
     """Task metrics (numpy, on the whole split) logged as <prefix>_*; pictures under plots/."""
     split = getattr(bundle, prefix)
-    y_true = task.encode_targets([split.sample(i) for i in range(len(split))])
+    y_true = task.encode_targets([split.targets_of(i) for i in range(len(split))])  # no image decoded
     y_pred = predict_split(model, task, split, batch_size, tta)
     metrics = {f"{prefix}_{k}": v for k, v in task.evaluate(y_true, y_pred, bundle).items()}
     tracker.log_metrics(metrics)

@@ -165,3 +165,29 @@ def test_the_letterbox_preset_trains_on_the_geometry_evaluation_uses():
     np.testing.assert_array_equal(trained["mask"], evaluated["mask"])
     assert (evaluated["mask"][22:] == IGNORE_INDEX).all()  # the padding is ignored, not background
     np.testing.assert_allclose(trained["boxes"], evaluated["boxes"], atol=1e-4)
+
+
+def test_targets_of_gives_the_sized_targets_without_decoding(tmp_path, monkeypatch):
+    from test_formats import coco_fixture
+
+    import visionkit.data.index as index
+
+    monkeypatch.setenv("VISIONKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = coco_fixture(tmp_path / "coco")
+    options = dict(path=str(root), image_size=24, resize="center_crop", cache="none")
+    split = load("coco", task="segmentation", **options).train
+    samples = [split.sample(i) for i in range(len(split))]
+    monkeypatch.setattr(index.ImageFiles, "read", lambda self, i: pytest.fail("an image was decoded"))
+    for i, sample in enumerate(samples):
+        targets = split.targets_of(i)
+        assert targets.keys() == sample.keys() - {"image"}
+        for key, value in targets.items():
+            np.testing.assert_array_equal(value, sample[key])
+
+
+def test_pixel_stats_of_a_held_split_are_exact():
+    bundle = load("shapes", task="classification", num_images=600, image_size=24, seed=3)
+    pixels = bundle.train.images.reshape(-1, 3).astype(np.float64)
+    mean, std = bundle.pixel_stats()
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-7)

@@ -65,6 +65,11 @@ class Split:
         targets = {name: values[i] for name, values in self.targets.items()}
         return self.images.sample(i, targets) if self.streamed else {self.input_key: self.images[i], **targets}
 
+    def targets_of(self, i: int) -> dict[str, Any]:
+        """Sample i's targets as Split.sample gives them (sized), without decoding its image."""
+        targets = {name: values[i] for name, values in self.targets.items()}
+        return self.images.sized_targets(i, targets) if self.streamed else targets
+
     def take(self, indices: Sequence[int]) -> Split:
         indices = np.asarray(indices, dtype=np.int64)
         return Split(
@@ -128,8 +133,15 @@ class DataBundle:
             from visionkit.data.series import series_stats
 
             return series_stats(self.train.images)
-        pixels = self.train.images.reshape(-1, self.train.images.shape[-1]).astype(np.float64)
-        return pixels.mean(axis=0).tolist(), np.maximum(pixels.std(axis=0), 1.0).tolist()
+        # Sums over chunks of images: a float64 copy of all the pixels would take 8x their memory.
+        images = self.train.images
+        total, squares, count = 0.0, 0.0, 0
+        for start in range(0, len(images), 256):
+            pixels = images[start : start + 256].reshape(-1, images.shape[-1]).astype(np.float64)
+            total, squares, count = total + pixels.sum(axis=0), squares + (pixels**2).sum(axis=0), count + len(pixels)
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+        return mean.tolist(), np.maximum(std, 1.0).tolist()
 
     def check_task(self, target_key: str, task: str) -> None:
         if target_key not in self.train.targets:

@@ -131,7 +131,7 @@ class ImageFiles:
         if self.disk_cache is not None:
             cached = self.disk_cache.get(i)
             if cached is not None:
-                return {"image": cached, **self._sized_targets(i, targets)}
+                return {"image": cached, **self.sized_targets(i, targets)}
         sized = self.sizing.apply({"image": self.read(i), **targets}, self._original_size(i))
         if self.disk_cache is not None:
             self.disk_cache.put(i, sized["image"])
@@ -140,8 +140,9 @@ class ImageFiles:
     def _original_size(self, i: int) -> tuple[int, int]:
         return int(self.original_sizes[i, 0]), int(self.original_sizes[i, 1])
 
-    def _sized_targets(self, i: int, targets: dict[str, Any]) -> dict[str, Any]:
-        if not targets.keys() & {"boxes", "mask"}:
+    def sized_targets(self, i: int, targets: dict[str, Any]) -> dict[str, Any]:
+        """Sample i's targets as sample(i) gives them, without decoding its image."""
+        if self.sizing is None or not targets.keys() & {"boxes", "mask"}:
             return targets
         return {k: v for k, v in self.sizing.apply(targets, self._original_size(i)).items() if k != "image"}
 
