@@ -70,25 +70,6 @@ def test_a_resumed_loader_gives_the_batches_of_its_epoch(split):
     assert not np.array_equal(loader()[0][0], resumed[0][0])
 
 
-def test_a_loader_started_mid_epoch_gives_the_rest_of_that_epoch_then_whole_ones(split):
-    def loader():
-        return BatchLoader(split, labels, batch_size=8, augmenter=build_augmenter(AFFINE, seed=4), shuffle=True)
-
-    uninterrupted, resumed = loader(), loader()
-    uninterrupted.start_at_epoch(2)
-    resumed.start_at(2, step=3)
-    assert (len(uninterrupted), len(resumed)) == (7, 4)
-    for index in range(len(resumed)):
-        np.testing.assert_array_equal(resumed[index][0], uninterrupted[3 + index][0])
-        np.testing.assert_array_equal(resumed[index][1], uninterrupted[3 + index][1])
-    uninterrupted.on_epoch_end()
-    resumed.on_epoch_end()
-    assert len(resumed) == 7
-    np.testing.assert_array_equal(resumed[0][0], uninterrupted[0][0])
-    with pytest.raises(ValueError, match="step must be within the epoch's 7 batches, received 7"):
-        resumed.start_at(3, step=7)
-
-
 def opencv_threads_after_a_batch(loader: BatchLoader) -> int:
     loader[0]
     return cv2.getNumThreads()

@@ -89,8 +89,8 @@ def test_two_workers_read_each_sample_once_and_get_the_single_process_rows(augme
         single.on_epoch_end()  # fit ends a PyDataset's epoch before its first one
         rows = [list(shard.as_numpy_iterator()) for shard in shards]
         assert reads == Counter(range(COUNT))  # every sample once, across both workers
-        assert [len(r) for r in rows] == [single.batches_per_epoch] * 2
-        for index in range(single.batches_per_epoch):
+        assert [len(r) for r in rows] == [len(single)] * 2
+        for index in range(len(single)):
             images, targets = single[index]
             for worker in range(2):
                 shard_images, shard_targets = rows[worker][index]

@@ -54,7 +54,7 @@ class BatchLoader(keras.utils.PyDataset):
         self.augmenter = augmenter
         self.shuffle = shuffle
         self.seed = seed
-        self.start_at(0)
+        self.start_at_epoch(0)
         # The workers are the parallelism: OpenCV's own thread pool in each of them would oversubscribe
         # the cores. Threads share this process's OpenCV; each worker process limits its own.
         if workers > 1 and not use_multiprocessing:
@@ -74,17 +74,12 @@ class BatchLoader(keras.utils.PyDataset):
             cv2.setNumThreads(1)
             self._opencv_limited_in = process
 
-    @property
-    def batches_per_epoch(self) -> int:
+    def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
 
-    def __len__(self) -> int:
-        """The batches left in this epoch from its first step: all of them but after start_at(epoch, step)."""
-        return self.batches_per_epoch - self.first_step
-
     def samples(self, index: int, rows: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """The samples of batch `index` of the current epoch (counted from the epoch's first batch, whatever
-        its first step), augmented: those at positions `rows` within the batch, or all; only they are read."""
+        """The samples of batch `index` of the current epoch, augmented: those at positions `rows` within the
+        batch, or all; only they are read."""
         self._limit_opencv_threads()
         ids = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         positions = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -102,20 +97,13 @@ class BatchLoader(keras.utils.PyDataset):
         return np.stack([s[self.split.input_key] for s in samples]), self.encode_targets(samples)
 
     def __getitem__(self, index: int):
-        return self.batch(self.first_step + index)
-
-    def start_at(self, epoch: int, step: int = 0) -> None:
-        """Continue as an uninterrupted run would from batch `step` of `epoch` (a resumed training): the same
-        order and augmentation; until the epoch ends, index i is its batch step + i."""
-        if not 0 <= step < max(self.batches_per_epoch, 1):
-            raise ValueError(f"step must be within the epoch's {self.batches_per_epoch} batches, received {step}")
-        self.epoch = epoch
-        self.first_step = step  # 0 but in a run resumed mid-epoch
-        self.order = self._order()
+        return self.batch(index)
 
     def start_at_epoch(self, epoch: int) -> None:
-        """start_at(epoch): the epoch from its first batch."""
-        self.start_at(epoch)
+        """Continue as an uninterrupted run would at `epoch` (a resumed training): same order, same augmentation.
+        A run resumed inside an epoch reads its remaining batches through training/mid_epoch.py's view."""
+        self.epoch = epoch
+        self.order = self._order()
 
     def on_epoch_end(self) -> None:
-        self.start_at(self.epoch + 1)
+        self.start_at_epoch(self.epoch + 1)

@@ -126,9 +126,7 @@ def multi_worker_dataset(loader, strategy):
         local = context.num_replicas_in_sync // context.num_input_pipelines
         replicas = range(context.input_pipeline_id * local, (context.input_pipeline_id + 1) * local)
         replica_count = context.num_replicas_in_sync
-        sizes = [
-            min(loader.batch_size, len(loader.split) - i * loader.batch_size) for i in range(loader.batches_per_epoch)
-        ]
+        sizes = [min(loader.batch_size, len(loader.split) - i * loader.batch_size) for i in range(len(loader))]
         steps = worker_steps(sizes, replica_count)
 
         # The loader's epochs as a single process's fit numbers them: fit ends an epoch of a PyDataset
@@ -139,7 +137,7 @@ def multi_worker_dataset(loader, strategy):
         def batches():  # called anew for each epoch's iterator
             # Set here rather than after the last batch: fit stops reading at the cardinality, before
             # a generator's code after its last yield would run.
-            loader.start_at(next(epochs))
+            loader.start_at_epoch(next(epochs))
             for i in range(steps):
                 for replica in replicas:
                     yield loader.batch(i, rows=range(replica, sizes[i], replica_count))
