@@ -16,7 +16,8 @@ Engines (each yields float32 batches normalised with the ImageNet mean and devia
 3. tf.data with tf.io.decode_and_crop_jpeg (decodes only the crop's part of the image): the recipe of
    TensorFlow's own ImageNet input pipelines, the strongest plain tf.data baseline.
 4. Grain (when installed): the same per-sample work in NumPy/OpenCV, 2 worker processes (mp_prefetch),
-   kept from round to round as Grain keeps them from epoch to epoch (the others start anew each round).
+   kept from round to round as Grain keeps them from epoch to epoch (the others start anew each round);
+   after its round the script waits while they refill their buffers, and charges that CPU to Grain.
    Its workers send uint8 batches, normalised here as visionkit's are (a quarter of the bytes through
    its shared memory).
 
@@ -190,8 +191,8 @@ class GrainStream:
     rounds the workers fill their buffers and wait; each round first takes those banked batches untimed,
     so that the round times the workers at work."""
 
-    def __init__(self, iterator, banked: int):
-        self.iterator, self.banked = iterator, banked
+    def __init__(self, iterator, banked: int, workers: list[psutil.Process]):
+        self.iterator, self.banked, self.workers = iterator, banked, workers
 
     def drain(self) -> None:
         for _ in range(self.banked):
@@ -199,6 +200,20 @@ class GrainStream:
 
     def __call__(self, batches: int) -> int:
         return sum(len(normalise(next(self.iterator))) for _ in range(batches))
+
+    def settle(self) -> float:
+        """Waits while the workers refill their buffers after a round, so that the next engine has the cores
+        to itself; returns the CPU seconds the refill took, Grain's to pay."""
+        spent, last = 0.0, self.worker_cpu()
+        while True:
+            time.sleep(0.25)
+            now = self.worker_cpu()
+            if now - last < 0.01:
+                return spent
+            spent, last = spent + now - last, now
+
+    def worker_cpu(self) -> float:
+        return sum(sum(worker.cpu_times()[:2]) for worker in self.workers if worker.is_running())
 
     def close(self) -> None:
         self.iterator.close()
@@ -227,7 +242,11 @@ def grain_engine(paths: list[str], seed: int) -> GrainStream | str:
         .mp_prefetch(processes, worker_init_fn=one_opencv_thread)
     )
     banked = processes.num_workers * (processes.per_worker_buffer_size + read.prefetch_buffer_size)
-    return GrainStream(iter(dataset), banked)
+    before = set(psutil.Process().children(recursive=True))
+    iterator = iter(dataset)
+    next(iterator)  # starts the worker processes
+    workers = [child for child in psutil.Process().children(recursive=True) if child not in before]
+    return GrainStream(iterator, banked, workers)
 
 
 # ---------------------------------------------------------------- the comparison
@@ -252,7 +271,10 @@ def timed(run: Callable[[int], int], batches: int) -> tuple[float, float]:
         run.drain()
     start, cpu_start = time.perf_counter(), cpu_seconds()
     count = run(batches)
-    return count / (time.perf_counter() - start), (cpu_seconds() - cpu_start) / count
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    if isinstance(run, GrainStream):
+        cpu += run.settle()
+    return count / seconds, cpu / count
 
 
 def report(unit: str, figures: dict[str, list[float]], rounds: int) -> None:
