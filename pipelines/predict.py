@@ -124,9 +124,12 @@ def run(cfg: DictConfig) -> Path:
         raise UserError("mode=predict needs predict.input=<folder of images>")
     if not cfg.checkpoint:
         raise UserError("mode=predict needs checkpoint=<a .keras file, a run directory or a SavedModel directory>")
+    source = Path(settings.input).expanduser()
+    if not source.exists():  # before the checkpoint is read: the cheaper mistake first
+        raise UserError(f"predict.input does not exist: {source}")
     path = Path(cfg.checkpoint).expanduser()
     metadata = read_metadata(path)
-    files = find_inputs(Path(settings.input).expanduser(), metadata["input_shape"])
+    files = find_inputs(source, metadata["input_shape"])
     task = get_task(metadata["task"])
     tta = checked_tta(cfg, task)  # before the model loads
     serve = averaged_over_views(load_serving_fn(path, task), task, tta)

@@ -123,9 +123,9 @@ def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipelin
         (
             ["mode=trian"],
             "error: unknown mode 'trian' (did you mean 'train'?); available: benchmark, compare, evaluate, "
-            "export, predict, preview, summary, train, verify",
+            "explain, export, predict, preview, summary, train, verify",
         ),
-        (["-m", "model=lenet5,resnet81"], "error: unknown model option 'resnet81' (did you mean 'resnet18'?)"),
+        (["-m", "model=lenet5,resnet188"], "error: unknown model option 'resnet188' (did you mean 'resnet18'?)"),
         (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
         (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
         (["export.num_images=0"], "error: export.num_images must be at least 1, received 0"),
@@ -138,7 +138,7 @@ def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipelin
         (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
         (
             ["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"],
-            "error: predict.input is not a folder: /no/such/folder",
+            "error: predict.input does not exist: /no/such/folder",
         ),
         (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
         (["model.weights=imagenet"], "error: model.weights=imagenet is available for densenet121, densenet169, "),
