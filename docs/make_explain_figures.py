@@ -2,7 +2,7 @@
 quarter width) trained on `shapes` scenes of a main shape and at most one distractor, on the CPU (a few
 minutes):
 
-    python docs/make_explain_figures.py [--epochs 15] [--num-images 2000] [--out docs]
+    python docs/make_explain_figures.py [--epochs 20] [--num-images 6000] [--out docs]
 
 - the pointing game (the test split's boxes are known): how often the maximum of the true class's
   Grad-CAM map falls inside the main object's box, at the last two convolution stages, beside a map that
@@ -70,8 +70,8 @@ def trained_model(bundle, epochs: int) -> keras.Model:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--num-images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--num-images", type=int, default=6000)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
 
