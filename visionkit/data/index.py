@@ -23,11 +23,10 @@ import numpy as np
 
 from visionkit.data.core import DataBundle, Split, stack_samples
 from visionkit.data.images import DecodeError, decode_image
-from visionkit.data.sizing import Sizing
+from visionkit.data.sizing import Sizing, check_sizing
 from visionkit.errors import UserError
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
-RESIZE_MODES = ("stretch", "center_crop", "letterbox")
 STREAM_OPTIONS = ("resize", "crop_ratio", "cache", "cache_memory_mb")  # data keys of every source, for data.load
 PIXEL_STATS_IMAGES = 256  # images the normalisation statistics of a streamed split are estimated from
 
@@ -194,10 +193,7 @@ class LazyItem:
 
 
 def check_stream_options(resize: str, crop_ratio: float, cache: str, cache_memory_mb: float) -> None:
-    if resize not in RESIZE_MODES:
-        raise UserError(f"data.resize must be one of {', '.join(RESIZE_MODES)}, received {resize!r}")
-    if not 0 < crop_ratio <= 1:
-        raise UserError(f"data.crop_ratio must be in (0, 1], received {crop_ratio!r}")
+    check_sizing(resize, crop_ratio)  # before the source is read, for every source
     if cache not in CACHE_MODES:
         raise UserError(f"data.cache must be one of {', '.join(CACHE_MODES)}, received {cache!r}")
     if cache_memory_mb < 0:

@@ -29,6 +29,17 @@ from visionkit.errors import UserError
 SIZING_MODES = ("stretch", "center_crop", "letterbox")
 
 
+def check_sizing(mode: str, crop_ratio: float) -> float:
+    """data.resize and data.crop_ratio checked; the ratio as a float."""
+    if mode not in SIZING_MODES:
+        raise UserError(f"data.resize must be one of {', '.join(SIZING_MODES)}, received {mode!r}")
+    if isinstance(crop_ratio, bool) or not isinstance(crop_ratio, (int, float)):
+        raise UserError(f"data.crop_ratio must be a number in (0, 1], received {crop_ratio!r}")
+    if not 0 < crop_ratio <= 1:
+        raise UserError(f"data.crop_ratio must be in (0, 1], received {crop_ratio}")
+    return float(crop_ratio)
+
+
 @dataclass(frozen=True)
 class Sizing:
     """Brings a sample (image, boxes in pixel xyxy with classes, mask) to `size` (height, width)."""
@@ -39,13 +50,7 @@ class Sizing:
 
     def __post_init__(self):
         object.__setattr__(self, "size", image_size_pair(self.size))
-        if self.mode not in SIZING_MODES:
-            raise UserError(f"data.resize must be one of {', '.join(SIZING_MODES)}, received {self.mode!r}")
-        if isinstance(self.crop_ratio, bool) or not isinstance(self.crop_ratio, (int, float)):
-            raise UserError(f"data.crop_ratio must be a number in (0, 1], received {self.crop_ratio!r}")
-        if not 0 < self.crop_ratio <= 1:
-            raise UserError(f"data.crop_ratio must be in (0, 1], received {self.crop_ratio}")
-        object.__setattr__(self, "crop_ratio", float(self.crop_ratio))
+        object.__setattr__(self, "crop_ratio", check_sizing(self.mode, self.crop_ratio))
 
     def resized_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
         """(height, width) the whole image of original_size is resized to before the crop or the padding."""
