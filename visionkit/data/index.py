@@ -47,6 +47,17 @@ class ImageFile:
     original_size: tuple[int, int]  # (height, width) of the file: the pixels its annotations are in
     spec: FileSpec
 
+    @staticmethod
+    def column(files: Sequence[ImageFile]) -> ImageFiles:
+        """A split's images from its verified files, stretched to their spec's size."""
+        spec = files[0].spec
+        return ImageFiles(
+            [f.path for f in files],
+            np.array([f.original_size for f in files], np.int32),
+            sizing=Sizing(spec.size, "stretch"),
+            channels=spec.channels,
+        )
+
 
 class LazyColumn:
     """A per-sample target built when the sample is read (a mask file, a COCO mask painted from its
@@ -115,13 +126,21 @@ class ImageFiles:
         path = self.paths[i]
         at_least = self.sizing.decode_at_least(self._original_size(i)) if self.sizing is not None else None
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            image, _ = decode_image(data, self.channels, at_least=at_least)
+            image, _ = decode_image(self.encoded(i), self.channels, at_least=at_least)
         except (OSError, DecodeError, cv2.error) as error:
             why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"{path} cannot be decoded any more ({why}); it changed after verification") from None
         return image
+
+    def encoded(self, i: int) -> bytes:
+        """The encoded image of sample i: its file's bytes."""
+        with open(self.paths[i], "rb") as handle:
+            return handle.read()
+
+    def source_stamp(self) -> bytes:
+        """What changes when an image does: each file's path, size and modification time (names the disk cache)."""
+        stats = ((path, os.stat(path)) for path in self.paths)
+        return "".join(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n" for path, stat in stats).encode()
 
     def sample(self, i: int, targets: dict[str, Any]) -> dict[str, Any]:
         """Sample i: the decoded image with its targets (in the file's pixels), both sized."""
@@ -162,13 +181,7 @@ class ImageFiles:
 def files_split(records: Sequence[dict[str, Any]], list_targets: Sequence[str]) -> Split:
     """A Split of records whose "image" is an ImageFile: the index, sized to the spec with `stretch`."""
     files = [r["image"] for r in records]
-    spec = files[0].spec
-    images = ImageFiles(
-        [f.path for f in files],
-        np.array([f.original_size for f in files], np.int32),
-        sizing=Sizing(spec.size, "stretch"),
-        channels=spec.channels,
-    )
+    images = type(files[0]).column(files)  # a source whose images are no files (tfds) brings its own column
     targets = {}
     for key in (k for k in records[0] if k != "image"):
         values = [r[key] for r in records]
@@ -280,9 +293,7 @@ class DiskCache:
         from visionkit.data.verify import cache_directory
 
         hasher = hashlib.sha256(repr((images.sizing, images.channels, split_name)).encode())
-        for path in images.paths:
-            stat = os.stat(path)
-            hasher.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        hasher.update(images.source_stamp())
         directory = cache_directory().parent / "decoded"
         directory.mkdir(parents=True, exist_ok=True)
         cache = cls(directory / hasher.hexdigest()[:24], images.shape)
