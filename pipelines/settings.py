@@ -34,6 +34,7 @@ class TrainerSettings:
     multiprocessing: bool = False
     prefetch: int = 10
     checkpoint_every_steps: int = 0
+    precise_bn: str = "auto"
 
 
 @dataclass

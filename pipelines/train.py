@@ -21,6 +21,7 @@ from pipelines.settings import ExportSettings, TrackingSettings, TrainerSettings
 from pipelines.trainer import compile_for_training, start_engine, trainer_settings, training_loaders
 from visionkit.analysis import format_table, layer_table, totals
 from visionkit.data.core import DataBundle
+from visionkit.errors import UserError
 from visionkit.models.common import inference_model
 from visionkit.tracking import flatten
 from visionkit.training.checkpoints import BEST, TrainingState, restore_training
@@ -34,6 +35,7 @@ from visionkit.training.distribute import (
 )
 from visionkit.training.fit import checkpoint_callbacks, monitored_metric
 from visionkit.training.mid_epoch import check_step_checkpoints, fit_from
+from visionkit.training.precise_bn import PreciseBatchNorm, precise_bn_setting, wants_precise_statistics
 from visionkit.training.precision import export_tolerance
 
 
@@ -93,6 +95,7 @@ def prepare(cfg: DictConfig) -> Training:
     trainer = trainer_settings(cfg)
     export = export_settings(cfg)
     check_step_checkpoints(trainer.checkpoint_every_steps, trainer.strategy)
+    precise_bn_unavailable(trainer, cfg.task.name)  # a wrong value or an impossible request
     run_dir = context.output_dir()
     state = training_state(cfg, run_dir / "checkpoints")
     strategy = start_engine(trainer)  # before anything starts TensorFlow
@@ -183,6 +186,8 @@ def fit_model(training: Training) -> float | None:
     # The task's callbacks come first: they may add epoch metrics (detection's val_map50) that the
     # checkpoints monitor and the tracker logs.
     callbacks = task.training_callbacks(training.bundle, training.tracker.log_figure)
+    # Before the checkpoints: a step checkpoint at an epoch's last step keeps the re-estimated statistics.
+    callbacks = precise_batch_norm(training) + callbacks
     callbacks += checkpoint_callbacks(
         training.checkpoints,
         monitored_metric(task, training.model),
@@ -203,6 +208,28 @@ def fit_model(training: Training) -> float | None:
         position=training.state.get("position"),
     )
     return next(c.best for c in callbacks if isinstance(c, TrainingState))
+
+
+def precise_bn_unavailable(trainer: TrainerSettings, task_name: str) -> str | None:
+    """Why trainer.precise_bn cannot apply, or None: a detector's training-mode call needs its targets, and a
+    strategy's replicas would each average their own batches. Explicitly asked for there, it is an error."""
+    setting = precise_bn_setting(trainer.precise_bn)
+    reason = "detection" if task_name == "detection" else None
+    reason = reason or (f"trainer.strategy={trainer.strategy}" if trainer.strategy != "none" else None)
+    if reason and setting == "true":
+        raise UserError(f"trainer.precise_bn=true is not available for {reason}; use false or auto")
+    return reason
+
+
+def precise_batch_norm(training: Training) -> list[keras.callbacks.Callback]:
+    """trainer.precise_bn's callback, where it applies and is wanted."""
+    setting = precise_bn_setting(training.trainer.precise_bn)
+    if precise_bn_unavailable(training.trainer, training.task.name):
+        return []
+    if wants_precise_statistics(setting, training.model, len(training.train_data)):
+        print(f"batch norm statistics re-estimated before each validation (trainer.precise_bn={setting})")
+        return [PreciseBatchNorm(training.train_data)]
+    return []
 
 
 def report(training: Training) -> dict[str, float]:
