@@ -3,6 +3,8 @@ fields, palette PNG masks), and VOC's protocol for difficult objects: out of tra
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -361,3 +363,13 @@ def test_voc_trains_evaluates_and_exports(pipeline, tmp_path, task, model):
     assert "verification of 'voc'" in done.stdout and "export verified" in done.stdout, done.stdout[-2000:]
     assert ("test_map50=" if task == "detection" else "test_") in done.stdout
     assert snapshot(root) == before
+
+
+@pytest.mark.timeout(60)  # a mask opened as a file would wait for a writer for ever
+def test_a_pipe_named_like_a_mask_is_a_named_skip(tmp_path):
+    root = voc_fixture(tmp_path / "voc")
+    (root / "SegmentationClass" / "000002.png").unlink()
+    os.mkfifo(root / "SegmentationClass" / "000002.png")
+    bundle = load("voc", task="segmentation", path=str(root), targets="segmentation", cache="none")
+    assert bundle.verification.skipped == {"mask_unreadable": 1} and len(bundle.train) == 3
+    assert any("000002.png: not a regular file" in issue for issue in bundle.verification.issues)

@@ -37,7 +37,7 @@ from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.files import existing_path, split_folders
 from visionkit.data.images import DecodeError, read_mask
 from visionkit.data.index import LazyItem
-from visionkit.data.verify import Checked, ImageVerifier, clean_boxes, clean_mask
+from visionkit.data.verify import Checked, ImageVerifier, clean_boxes, clean_mask, read_bytes
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
 
@@ -394,13 +394,7 @@ def _mask_samples(
             continue
         mask_path = root / "SegmentationClass" / f"{image_id}.png"
         try:
-            mask = class_mask(mask_path.read_bytes(), colours)
-        except FileNotFoundError:
-            verifier.drop(path, checked, "mask_missing", f"no mask {mask_path}")
-            continue
-        except OSError as error:
-            verifier.drop(path, checked, "mask_unreadable", f"mask {mask_path}: {error.strerror}")
-            continue
+            mask = class_mask(read_bytes(mask_path, "mask_"), colours)
         except DecodeError as error:
             verifier.drop(path, checked, error.reason, f"mask {mask_path}: {error.detail}")
             continue
