@@ -1,16 +1,21 @@
 """`tfds`: a TensorFlow Datasets set by its TFDS name, for classification, detection or segmentation.
 
 The first use downloads and prepares the set into data_dir (default ~/tensorflow_datasets): that
-needs network access, and happens only when data.download is true; afterwards it loads offline. The
-examples are decoded into memory (not streamed from files as the file sources are, so data.resize and
-data.cache do not apply: images are stretched to image_size), converted to the configured channels and
-size: choose a split slice (data.train_split='train[:20%]') for sets that do not fit.
+needs network access, and happens only when data.download is true; afterwards it loads offline.
+
+A set prepared as ArrayRecord files (data.file_format=array_record, the default for a new preparation) is
+streamed like the file sources: the split keeps an index (example numbers, image sizes, labels and boxes),
+the loader's workers read and decode each example when its batch is due, and data.resize and data.cache
+apply. A set prepared as TFRecord files allows no random access: its examples are decoded into memory,
+stretched to image_size (choose a split slice, data.train_split='train[:20%]', for sets that do not fit),
+and a line in the run's output says so. Either way every example is read once first to verify it (its pixels
+are not kept when streaming).
 
 `targets` picks what a sample holds:
 - classification: the class label `label_key`.
 - detection: the boxes of `objects_key` (voc, coco/2017, ...): TFDS's `bbox`, normalised [ymin, xmin, ymax,
-  xmax], becomes pixel xyxy of the sized image; `label` the class. Crowd boxes (`is_crowd`, COCO) are no
-  training boxes, as in data=coco; `is_difficult` (VOC) becomes the sample's `difficult` flags.
+  xmax], becomes pixel xyxy; `label` the class. Crowd boxes (`is_crowd`, COCO) are no training boxes, as in
+  data=coco; `is_difficult` (VOC) becomes the sample's `difficult` flags.
 - segmentation: the class-index mask `mask_key`. oxford_iiit_pet's trimap (1 pet, 2 background, 3 the
   uncertain border) becomes 1 pet, 0 background, 255 ignore (its class: "pet"); other sets' mask values are
   the classes as they are (0 background, data.class_names naming 1, 2, ...).
@@ -19,20 +24,33 @@ size: choose a split slice (data.train_split='train[:20%]') for sets that do not
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import functools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
-from visionkit.data.images import check_channels, image_size_pair, resize_image, resize_mask, to_channels
+from visionkit.data.images import DecodeError, check_channels, decode_image, image_size_pair, to_channels
+from visionkit.data.index import FileSpec, ImageFiles, LazyItem
+from visionkit.data.sizing import Sizing
 from visionkit.data.verify import VerificationReport, clean_boxes, clean_mask
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
 
+logger = logging.getLogger("visionkit.data")
+
 TARGETS = ("classification", "detection", "segmentation")
+FILE_FORMATS = ("array_record", "tfrecord")  # how a new preparation writes the set: random access, or only iteration
 # Sets whose mask values are not class indices: their value -> class index (IGNORE_INDEX: ignore), class names.
 MASK_VALUES = {"oxford_iiit_pet": ({1: 1, 2: 0, 3: IGNORE_INDEX}, ["pet"])}
 FLAGS = ("is_crowd", "is_difficult")  # COCO's and VOC's per-object flags in TFDS
+VERIFY_CHUNK = 256  # examples read at once (in parallel, by ArrayRecord's threads) while verifying
 
 
 @DATASETS.register("tfds", tasks=TARGETS)
@@ -50,6 +68,7 @@ def tfds(
     test_split: str = "test",
     data_dir: str = "",
     download: bool = False,
+    file_format: str = "array_record",
     image_size: int | Sequence[int] = (32, 32),
     channels: int = 3,
     val_fraction: float = 0.15,
@@ -61,25 +80,27 @@ def tfds(
 
     if targets not in TARGETS:
         raise UserError(f"data.targets must be one of {', '.join(TARGETS)}, received {targets!r}")
-    size, channels = image_size_pair(image_size), check_channels(channels)
+    if file_format not in FILE_FORMATS:
+        raise UserError(f"data.file_format must be one of {', '.join(FILE_FORMATS)}, received {file_format!r}")
+    spec = FileSpec(image_size_pair(image_size), check_channels(channels))
     builder = _builder(tensorflow_datasets, name_in_tfds, data_dir or None)
     if not builder.is_prepared():
-        _prepare(builder, name_in_tfds, download)
+        _prepare(builder, name_in_tfds, download, file_format)
     keys = {"classification": label_key, "detection": objects_key, "segmentation": mask_key}[targets]
     _require_features(builder.info.features, name_in_tfds, image_key=image_key, **{_OPTION[targets]: keys})
     convert, names, mask_names = _converter(targets, builder.info.features, name_in_tfds, keys, class_names)
     report = VerificationReport("tfds", f"tensorflow_datasets:{name_in_tfds}")
     wanted = {split: name for split, name in (("train", train_split), ("val", val_split), ("test", test_split)) if name}
-    pools = {}
-    for split, name in wanted.items():
-        pools[split] = []
-        for n, example in enumerate(_examples(tensorflow_datasets, builder, name)):
-            image, conversions = to_channels(np.asarray(example[image_key]), channels)
-            sample = convert(example, image.shape[:2], size, report, f"{name_in_tfds} {name} example {n}")
-            if sample is not None:
-                report.converted.update(conversions)
-                report.kept += 1
-                pools[split].append({"image": resize_image(image, size), **sample})
+    if _random_access(tensorflow_datasets, builder):
+        read = functools.partial(_indexed_split, builder, image_key, spec, convert, report)
+    else:
+        logger.info(
+            f"data=tfds: '{name_in_tfds}' in {builder.data_dir} is TFRecord files, which allow no random access, so "
+            f"its examples are decoded into memory; to stream it, prepare it anew as ArrayRecord files "
+            f"(data.file_format=array_record data.download=true, with another data.data_dir)"
+        )
+        read = functools.partial(_decoded_split, tensorflow_datasets, builder, image_key, spec, convert, report)
+    pools = {split: read(name, f"{name_in_tfds} {name}") for split, name in wanted.items()}
     report.require_images()
     if targets == "classification":
         report.require_every_class([s["label"] for s in pools["train"]], names)
@@ -97,6 +118,8 @@ def tfds(
 
 
 _OPTION = {"classification": "label_key", "detection": "objects_key", "segmentation": "mask_key"}
+# example, its image's (height, width), the report, where it is -> its targets in the image's pixels, or None
+Converter = Callable[[dict, tuple[int, int], VerificationReport, str], "dict[str, Any] | None"]
 
 
 def _require_features(features, name: str, **keys: str) -> None:
@@ -105,8 +128,8 @@ def _require_features(features, name: str, **keys: str) -> None:
             raise UserError(f"data.{option}: '{name}' has no feature '{key}'; its features: {', '.join(features)}")
 
 
-def _converter(targets: str, features, name: str, key: str, class_names):
-    """(example -> the sample's targets or None, class names, mask names) for data.targets."""
+def _converter(targets: str, features, name: str, key: str, class_names) -> tuple[Converter, list[str], list[str]]:
+    """(the converter of an example's targets, class names, mask names) for data.targets."""
     if targets == "classification":
         names = list(getattr(features[key], "names", None) or [])
         if not names:
@@ -123,11 +146,11 @@ def _converter(targets: str, features, name: str, key: str, class_names):
     values, names = MASK_VALUES.get(name.split("/")[0].split(":")[0], (None, list(class_names or [])))
     if not names:
         raise UserError(f"data.class_names: name the classes of '{name}' mask values 1, 2, ... (0 is background)")
-    return _mask_of(key, values, len(names) + 1), list(names), ["background", *names]
+    return MaskRule(key, tuple(values.items()) if values else None, len(names) + 1), names, ["background", *names]
 
 
-def _boxes_of(key: str, num_classes: int):
-    def convert(example, original_size, size, report, where) -> dict[str, np.ndarray] | None:
+def _boxes_of(key: str, num_classes: int) -> Converter:
+    def convert(example, original_size, report, where) -> dict[str, np.ndarray] | None:
         objects = example[key]
         normalised = np.asarray(objects["bbox"], np.float64).reshape(-1, 4)  # [ymin, xmin, ymax, xmax] in 0..1
         classes = np.asarray(objects["label"], np.int64).reshape(-1)
@@ -138,30 +161,47 @@ def _boxes_of(key: str, num_classes: int):
             return None
         report.find("crowd_annotations", int(flags["is_crowd"].sum()))
         regular = ~flags["is_crowd"]
-        boxes = normalised[regular][:, [1, 0, 3, 2]] * np.array([size[1], size[0], size[1], size[0]])
+        height, width = original_size
+        boxes = normalised[regular][:, [1, 0, 3, 2]] * np.array([width, height, width, height])
         sources = [f"{where} object {i}" for i in np.flatnonzero(regular)]
-        boxes, kept = clean_boxes(report, boxes, np.arange(len(boxes)), size, sources)
+        boxes, kept = clean_boxes(report, boxes, np.arange(len(boxes)), original_size, sources)
         return {"boxes": boxes, "classes": classes[regular][kept], "difficult": flags["is_difficult"][regular][kept]}
 
     return convert
 
 
-def _mask_of(key: str, values: dict[int, int] | None, num_values: int):
-    def convert(example, original_size, size, report, where) -> dict[str, np.ndarray] | None:
-        mask = np.asarray(example[key])
+@dataclass(frozen=True)
+class MaskRule:
+    """How a set's mask feature becomes class indices: `values` maps the set's values to classes (oxford_iiit_pet's
+    trimap; unlisted values become ignore), None keeps them; values outside 0..num_values-1 become ignore."""
+
+    key: str
+    values: tuple[tuple[int, int], ...] | None
+    num_values: int
+
+    def indices(self, example: dict) -> np.ndarray:
+        mask = np.asarray(example[self.key])
         mask = mask[..., 0] if mask.ndim == 3 else mask
+        if self.values is None:
+            return mask
+        lookup = np.full(max(256, int(mask.max()) + 1), -1, np.int64)
+        lookup[[value for value, _ in self.values]] = [index for _, index in self.values]
+        return lookup[mask]
+
+    def __call__(self, example, original_size, report, where) -> dict[str, np.ndarray] | None:
+        """The example's mask, values out of range reported and set to ignore; None when it is not the image's size."""
+        mask = self.indices(example)
         if mask.shape != tuple(original_size):
             report.skip(
                 "mask_size", where, f"mask {mask.shape[1]}x{mask.shape[0]}, image {original_size[1]}x{original_size[0]}"
             )
             return None
-        if values is not None:
-            lookup = np.full(max(256, int(mask.max()) + 1), -1, np.int64)
-            lookup[list(values)] = list(values.values())
-            mask = lookup[mask]
-        return {"mask": resize_mask(clean_mask(report, mask, num_values, where), size)}
+        return {"mask": clean_mask(report, mask, self.num_values, where)}
 
-    return convert
+    def read(self, example: dict) -> np.ndarray:
+        """The mask as verification gave it, without reporting (verification did)."""
+        mask = self.indices(example)
+        return np.where((mask < 0) | (mask >= self.num_values), IGNORE_INDEX, mask).astype(np.uint8)
 
 
 def _builder(tensorflow_datasets, name: str, data_dir: str | None):
@@ -173,7 +213,7 @@ def _builder(tensorflow_datasets, name: str, data_dir: str | None):
         raise UserError(f"data.name_in_tfds: unknown TensorFlow Datasets name '{name}'{hint}") from None
 
 
-def _prepare(builder, name: str, download: bool) -> None:
+def _prepare(builder, name: str, download: bool, file_format: str) -> None:
     where = builder.data_dir
     if not download:
         raise UserError(
@@ -181,7 +221,7 @@ def _prepare(builder, name: str, download: bool) -> None:
             f"data.download=true (needs network) or point data.data_dir at a prepared copy"
         )
     try:
-        builder.download_and_prepare()
+        builder.download_and_prepare(file_format=file_format)
     except Exception as error:  # noqa: BLE001  (network, missing extras: many kinds, all the user's to fix)
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(
@@ -190,7 +230,11 @@ def _prepare(builder, name: str, download: bool) -> None:
         ) from None
 
 
-def _examples(tensorflow_datasets, builder, split: str):
+# ---- TFRecord files: every example decoded into memory -------------------------------------------------
+
+
+def _decoded_split(tensorflow_datasets, builder, image_key, spec, convert, report, split, where) -> list[dict]:
+    """The split's samples, decoded and stretched to spec's size."""
     try:
         dataset = builder.as_dataset(split=split)
     except (ValueError, KeyError) as error:
@@ -198,4 +242,176 @@ def _examples(tensorflow_datasets, builder, split: str):
             f"TensorFlow Datasets split '{split}': {str(error).splitlines()[0]}; "
             f"splits: {', '.join(builder.info.splits)}"
         ) from None
-    return tensorflow_datasets.as_numpy(dataset)
+    sizing, samples = Sizing(spec.size), []
+    for n, example in enumerate(tensorflow_datasets.as_numpy(dataset)):
+        image, conversions = to_channels(np.asarray(example[image_key]), spec.channels)
+        targets = convert(example, image.shape[:2], report, f"{where} example {n}")
+        if targets is not None:
+            report.converted.update(conversions)
+            report.kept += 1
+            samples.append(sizing.apply({"image": image, **targets}, image.shape[:2]))
+    return samples
+
+
+# ---- ArrayRecord files: an index of example numbers, read when the loader needs them -------------------
+
+
+def _random_access(tensorflow_datasets, builder) -> bool:
+    array_record = tensorflow_datasets.core.file_adapters.FileFormat.ARRAY_RECORD
+    return array_record in builder.info.available_file_formats()
+
+
+@dataclass(frozen=True)
+class Examples:
+    """One prepared split's examples by number, from its ArrayRecord files. It pickles as these names: each
+    process opens the files itself. Images stay encoded (the loader decodes them as it decodes files); the
+    other features are decoded on request."""
+
+    directory: str  # the prepared set: <data_dir>/<name>/<version>
+    split: str
+    image_key: str
+
+    def __len__(self) -> int:
+        return len(_opened(self, os.getpid())[0])
+
+    def image(self, number: int) -> bytes:
+        return _opened(self, os.getpid())[0][number][self.image_key]
+
+    def examples(self, numbers: Sequence[int]) -> list[dict]:
+        """The examples, read in parallel; their image encoded, every other feature decoded."""
+        source, features, encoded = _opened(self, os.getpid())
+        return [
+            {
+                key: features[key].decode_example_np(v) if key in encoded and key != self.image_key else v
+                for key, v in example.items()
+            }
+            for example in source.__getitems__(list(numbers))
+        ]
+
+
+@functools.cache
+def _opened(examples: Examples, process: int) -> tuple[Sequence[dict], Any, frozenset[str]]:
+    """(the split's data source, the set's features, the features it leaves encoded), once per process: a forked
+    worker opens its own readers."""
+    import tensorflow_datasets
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+    from tensorflow_datasets.core.data_sources.base import file_instructions
+
+    builder = tensorflow_datasets.builder_from_directory(examples.directory)
+    features = builder.info.features
+    encoded = frozenset(k for k, f in features.items() if isinstance(f, tensorflow_datasets.features.Image))
+    skip = {key: tensorflow_datasets.decode.SkipDecoding() for key in encoded}
+    try:
+        source = builder.as_data_source(examples.split, decoders=skip)
+    except (ValueError, KeyError) as error:
+        raise UserError(
+            f"TensorFlow Datasets split '{examples.split}': {str(error).splitlines()[0]}; "
+            f"splits: {', '.join(builder.info.splits)}"
+        ) from None
+    # Readers without ArrayRecord's global thread pool: a forked loader worker inherits that pool without its
+    # threads, and its readers crashed building on it. ArrayRecord's advice for random access, besides.
+    source.data_source = ArrayRecordDataSource(
+        file_instructions(builder.info, examples.split), reader_options={"max_parallelism": "0"}
+    )
+    return source, features, encoded
+
+
+@dataclass(frozen=True)
+class Example:
+    """A verified example: what the index keeps of it (the record an ImageFile is for a file)."""
+
+    source: Examples
+    number: int
+    original_size: tuple[int, int]
+    spec: FileSpec
+
+    @staticmethod
+    def column(records: Sequence[Example]) -> ExampleImages:
+        spec = records[0].spec
+        return ExampleImages(
+            records[0].source,
+            np.array([r.number for r in records], np.int64),
+            np.array([r.original_size for r in records], np.int32),
+            sizing=Sizing(spec.size, "stretch"),
+            channels=spec.channels,
+        )
+
+
+class ExampleImages(ImageFiles):
+    """A split's images as examples of a prepared TFDS split, read by number: decoded, sized and cached as
+    ImageFiles does files. Its `paths` name the examples (messages, fingerprints)."""
+
+    def __init__(self, source: Examples, numbers: np.ndarray, original_sizes: np.ndarray, *, sizing, channels: int):
+        where = f"tfds {source.directory} {source.split} example"
+        super().__init__([f"{where} {n}" for n in numbers], original_sizes, sizing=sizing, channels=channels)
+        self.source, self.numbers = source, np.asarray(numbers, np.int64)
+
+    def take(self, indices: Sequence[int]) -> ExampleImages:
+        indices = np.asarray(indices, dtype=np.int64)
+        return ExampleImages(
+            self.source,
+            self.numbers[indices],
+            self.original_sizes[indices],
+            sizing=self.sizing,
+            channels=self.channels,
+        )
+
+    def _like(self, paths, original_sizes, sizing) -> ExampleImages:  # the same examples, sized otherwise
+        return ExampleImages(self.source, self.numbers, original_sizes, sizing=sizing, channels=self.channels)
+
+    def encoded(self, i: int) -> bytes:
+        return self.source.image(int(self.numbers[i]))
+
+    def source_stamp(self) -> bytes:
+        """The prepared set's files (path, size, modification time), the split and the example numbers."""
+        files = sorted(Path(self.source.directory).iterdir())
+        stats = "".join(f"{f}\0{f.stat().st_size}\0{f.stat().st_mtime_ns}\n" for f in files)
+        return f"{stats}{self.source.split}\n{','.join(map(str, self.numbers.tolist()))}".encode()
+
+
+def mask_of_example(item: tuple[Examples, int, MaskRule]) -> np.ndarray:
+    """The class-index mask of an example (a LazyItem's load: it runs in the loader's workers)."""
+    source, number, rule = item
+    return rule.read(source.examples([number])[0])
+
+
+def _indexed_split(builder, image_key, spec, convert, report, split, where) -> list[dict]:
+    """The split's records: every example read once to verify it; its image's size and its targets are kept, not
+    its pixels (nor its mask, read again when the loader needs it)."""
+    source, records = Examples(str(builder.data_dir), split, image_key), []
+    inspect = functools.partial(_inspect, channels=spec.channels)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoders release the GIL
+        for start in range(0, len(source), VERIFY_CHUNK):
+            numbers = range(start, min(start + VERIFY_CHUNK, len(source)))
+            examples = source.examples(numbers)
+            for number, example, inspected in zip(
+                numbers, examples, pool.map(inspect, [e[image_key] for e in examples])
+            ):
+                record = _record(source, number, example, inspected, spec, convert, report, f"{where} example {number}")
+                records += [record] if record is not None else []
+    return records
+
+
+def _inspect(data: bytes, channels: int) -> tuple[tuple[int, int], list[str]] | DecodeError:
+    """The image's (height, width) and the conversions it takes, or why it cannot be decoded; no pixels kept."""
+    try:
+        image, conversions = decode_image(data, channels)
+    except DecodeError as error:
+        return error
+    return image.shape[:2], conversions
+
+
+def _record(source, number, example, inspected, spec, convert, report, where) -> dict | None:
+    """The index's record of a verified example, or None when it is skipped (the report says why)."""
+    if isinstance(inspected, DecodeError):
+        report.skip(inspected.reason, where, inspected.detail)
+        return None
+    size, conversions = inspected
+    targets = convert(example, size, report, where)
+    if targets is None:
+        return None
+    report.converted.update(conversions)
+    report.kept += 1
+    if isinstance(convert, MaskRule):
+        targets["mask"] = LazyItem((source, number, convert), mask_of_example)
+    return {"image": Example(source, number, size, spec), **targets}
