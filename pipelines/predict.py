@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipelines import context
 from pipelines.settings import PredictSettings, positive, typed
+from visionkit.data.verify import printable
 from visionkit.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -37,7 +38,7 @@ def read_image(path: Path, input_shape) -> np.ndarray | None:
             image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:  # the bomb: not an OSError
-        print(f"warning: skipping unreadable image {path}: {error}")
+        print(f"warning: skipping unreadable image {printable(path)}: {error}")
         return None
     return pixels.reshape(height, width, channels)
 
@@ -143,9 +144,10 @@ def run(cfg: DictConfig) -> Path:
         batch = [(f, image) for f, image in batch if image is not None]
         if batch:
             outputs = serve(np.stack([image for _, image in batch]))
-            rows += [{"file": str(f), **row} for (f, _), row in zip(batch, task.prediction_rows(outputs, names))]
+            # printable: a file name that is not UTF-8 reaches Python as surrogate escapes, which UTF-8 cannot write
+            rows += [{"file": printable(f), **row} for (f, _), row in zip(batch, task.prediction_rows(outputs, names))]
     output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="") as handle:
+    with output.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["file"])
         writer.writeheader()
         writer.writerows(rows)
