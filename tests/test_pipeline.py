@@ -2,7 +2,11 @@
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import keras
@@ -10,6 +14,7 @@ import pytest
 
 from pipelines.modes import modes_help
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ("trainer.epochs=1", "data.limit=48", "export.num_images=4", "tracking.system_metrics_interval=1")
 
 
@@ -44,6 +49,14 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/confusion_matrix.png"]
     assert any(k.startswith("system/cpu") for k in run.data.metrics), "system metrics are logged"
 
+    done = pipeline("mode=evaluate", f"checkpoint={run_dir}", "data.limit=48")
+    assert re.search(r"test_accuracy=\d\.\d{4}", done.stdout)
+    # The SavedModel of mode=export is checked below by serving the checkpoint's predictions; the verification
+    # in a fresh process is the training run's (export verified above).
+    pipeline("mode=export", f"checkpoint={run_dir}", "export.num_images=4", "data.limit=48", "export.verify=false")
+    exported = pipeline.run_dir / "export" / "lenet5" / "1"
+    assert (exported / "saved_model.pb").is_file()
+
     # mode=predict over a folder of images, from the checkpoint and from the SavedModel.
     from visionkit.data import load
 
@@ -53,7 +66,10 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     for i in range(3):
         cv2.imwrite(str(images / "nested" / f"digit{i}.png"), test.images[i])
     (images / "broken.png").write_bytes(b"not an image")
-    for checkpoint in (run_dir, run_dir / "export" / "lenet5" / "1"):
+    with open(os.fsencode(images / "nested") + b"/digit3\xe9.png", "wb") as handle:  # Latin-1: not UTF-8
+        handle.write(cv2.imencode(".png", test.images[3])[1].tobytes())
+    predictions = {}
+    for checkpoint in (run_dir, exported):
         out = tmp_path / f"predictions-{checkpoint.name}.csv"
         done = pipeline(
             "mode=predict",
@@ -63,14 +79,14 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
             "tracking=none",
         )
         assert "skipping unreadable image" in done.stdout
-        rows = list(csv.DictReader(out.open()))
-        assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
+        rows = list(csv.DictReader(out.open(encoding="utf-8")))
+        names = [r["file"].rsplit("/", 1)[-1] for r in rows]
+        assert names == ["digit0.png", "digit1.png", "digit2.png", "digit3\\udce9.png"]  # the byte, escaped
         assert all(r["class_name"] == r["class_id"] and 0 <= float(r["probability"]) <= 1 for r in rows)
-
-    done = pipeline("mode=evaluate", f"checkpoint={run_dir}", "data.limit=48")
-    assert re.search(r"test_accuracy=\d\.\d{4}", done.stdout)
-    done = pipeline("mode=export", f"checkpoint={run_dir}", "export.num_images=4", "data.limit=48")
-    assert (pipeline.run_dir / "export" / "lenet5" / "1" / "saved_model.pb").is_file()
+        predictions[checkpoint] = rows
+    for served, trained in zip(predictions[exported], predictions[run_dir], strict=True):
+        assert served["class_id"] == trained["class_id"]
+        assert float(served["probability"]) == pytest.approx(float(trained["probability"]), abs=1e-4)
 
 
 def test_regression_trains_and_reports_r2(pipeline):
@@ -107,62 +123,119 @@ def test_a_run_starts_from_another_runs_weights_and_freezes_part_of_them(pipelin
     assert "model.freeze: 6 layers frozen" in done.stdout  # image, normalize, c1_conv, s2_pool, stride2, c3_conv
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (
-            ["model=lenet"],
-            "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: alexnet, allconv, ",
-        ),
-        (
-            ["task=detections"],
-            "error: unknown task option 'detections' (did you mean 'detection'?); available: "
-            "classification, detection, regression, segmentation",
-        ),
-        (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
-        (
-            ["mode=trian"],
-            "error: unknown mode 'trian' (did you mean 'train'?); available: benchmark, compare, evaluate, "
-            "explain, export, predict, preview, summary, train, verify",
-        ),
-        (["-m", "model=lenet5,resnet188"], "error: unknown model option 'resnet188' (did you mean 'resnet18'?)"),
-        (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
-        (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
-        (["export.num_images=0"], "error: export.num_images must be at least 1, received 0"),
-        (["model.width=wide"], "error: model.width: expected float, received 'wide'"),
-        (
-            ["task=regression", "data=digits"],
-            "error: dataset 'digits' does not support task 'regression'; it supports: classification",
-        ),
-        (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
-        (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
-        (
-            ["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"],
-            "error: predict.input does not exist: /no/such/folder",
-        ),
-        (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
-        (["model.weights=imagenet"], "error: model.weights=imagenet is available for densenet121, densenet169, "),
-        (["model.freeze=c3_cnv"], "error: unknown layer of lenet5 for model.freeze 'c3_cnv' (did you mean 'c3_conv'?)"),
-        (
-            ["trainer.optimizer=adamm"],
-            "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'",
-        ),
-        (
-            ["augment.transforms=[{name: Blurr}]"],
-            "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)",
-        ),
-    ],
-)
-def test_bad_input_gets_one_line_and_a_nonzero_exit(pipeline, overrides, message):
-    done = pipeline("tracking=none", *overrides, check=False)
+BAD_INPUTS = [
+    (
+        ["model=lenet"],
+        "error: unknown model option 'lenet' (did you mean 'lenet5'?); available: alexnet, allconv, ",
+    ),
+    (
+        ["task=detections"],
+        "error: unknown task option 'detections' (did you mean 'detection'?); available: "
+        "classification, detection, regression, segmentation",
+    ),
+    (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
+    (
+        ["mode=trian"],
+        "error: unknown mode 'trian' (did you mean 'train'?); available: benchmark, compare, evaluate, "
+        "explain, export, predict, preview, summary, train, verify",
+    ),
+    (["-m", "model=lenet5,resnet188"], "error: unknown model option 'resnet188' (did you mean 'resnet18'?)"),
+    (["trainer.epochs=abc"], "error: trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["trainer.epochs=0"], "error: trainer.epochs must be at least 1, received 0"),
+    (["export.num_images=0"], "error: export.num_images must be at least 1, received 0"),
+    (["model.width=wide"], "error: model.width: expected float, received 'wide'"),
+    (
+        ["task=regression", "data=digits"],
+        "error: dataset 'digits' does not support task 'regression'; it supports: classification",
+    ),
+    (
+        ["task=detection", "model=lenet5"],
+        "error: model 'lenet5' does not support task 'detection'; it supports: classification, regression. "
+        "Models for detection: faster_rcnn, retinanet",
+    ),
+    (
+        ["task=segmentation", "model=lenet5"],
+        "error: model 'lenet5' does not support task 'segmentation'; it supports: classification, regression. "
+        "Models for segmentation: dilated, fcn16s, fcn32s, fcn8s, segnet, unet",
+    ),
+    (["mode=evaluate", "checkpoint=/no/such/run"], "error: checkpoint not found: /no/such/run"),
+    (["mode=evaluate"], "error: mode=evaluate needs checkpoint=<a .keras file or a run directory>"),
+    (
+        ["mode=predict", "checkpoint=/tmp", "predict.input=/no/such/folder"],
+        "error: predict.input does not exist: /no/such/folder",
+    ),
+    (["model.weights=/no/such.keras"], "error: model.weights: no such file: /no/such.keras"),
+    (["model.weights=imagenet"], "error: model.weights=imagenet is available for densenet121, densenet169, "),
+    (["model.freeze=c3_cnv"], "error: unknown layer of lenet5 for model.freeze 'c3_cnv' (did you mean 'c3_conv'?)"),
+    (
+        ["trainer.optimizer=adamm"],
+        "error: trainer: trainer.optimizer must be one of adam, adamw, sgd, received 'adamm'",
+    ),
+    (
+        ["augment.transforms=[{name: Blurr}]"],
+        "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)",
+    ),
+]
+# The bad inputs and --help, each a call of the command's entry point, in one Python process: every call composes
+# its own config and stops at its error before a run starts, so one process does what a process per case did,
+# without starting Python, Hydra and TensorFlow twenty times.
+ONE_PROCESS = """
+import contextlib, io, json, sys, traceback
+from pipelines.run import main
+
+results = []
+for arguments in json.loads(sys.argv[1]):
+    sys.argv = ["pipelines.run", *arguments]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main()
+            status = 0
+        except SystemExit as stop:
+            status = 0 if stop.code is None else stop.code
+        except Exception:
+            traceback.print_exc()
+            status = 1
+    results.append([status, stdout.getvalue(), stderr.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """--help and each bad input's command (with tracking=none), run by ONE_PROCESS; their results by command."""
+    tmp = tmp_path_factory.mktemp("commands")
+    called = [("--help",)] + [("tracking=none", *overrides) for overrides, _ in BAD_INPUTS]
+    arguments = [[f"hydra.run.dir={tmp / f'run{i}'}", *command] for i, command in enumerate(called)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_PROCESS, json.dumps(arguments)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.splitlines()[-1])
+    return {
+        command: subprocess.CompletedProcess(argument, *result)
+        for command, argument, result in zip(called, arguments, results, strict=True)
+    }
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS)
+def test_bad_input_gets_one_line_and_a_nonzero_exit(commands, overrides, message):
+    done = commands[("tracking=none", *overrides)]
     assert done.returncode == 2, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr[-2000:]
     assert "Traceback" not in done.stderr
 
 
-def test_help_lists_the_config_groups(pipeline):
-    done = pipeline("--help")
+def test_help_lists_the_config_groups(commands):
+    done = commands[("--help",)]
     for group in (
         "task: classification, detection, regression, segmentation",
         "data: coco, csv, digit_scenes, digits, folder, masks, shapes, tfds, ucr, voc, yolo",

@@ -65,29 +65,32 @@ def test_detection_trains_tracks_exports_and_predicts(pipeline, tmp_path):
     assert len(json.loads(row["detections"])) == int(row["num_detections"])
 
 
-def test_a_classification_model_is_refused_for_detection(pipeline):
-    done = pipeline("task=detection", "model=lenet5", check=False)
-    assert done.returncode == 2
-    assert "model 'lenet5' does not support task 'detection'" in done.stderr
-    assert "Models for detection: " in done.stderr and "retinanet" in done.stderr
+FASTER_RCNN = (
+    "task=detection",
+    "model=faster_rcnn",
+    "trainer.epochs=1",
+    "data.num_images=40",
+    "model.width=0.125",
+    "model.proposals=16",
+    "model.fc_units=16",
+    "task.val_map_images=8",
+    "export.num_images=4",
+    "tracking=none",
+)
 
 
-def test_faster_rcnn_trains_exports_with_its_proposal_stage_and_evaluates_its_checkpoint(pipeline):
-    done = pipeline(
-        "task=detection",
-        "model=faster_rcnn",
-        "trainer.epochs=1",
-        "data.num_images=40",
-        "model.width=0.125",
-        "model.proposals=16",
-        "model.fc_units=16",
-        "task.val_map_images=8",
-        "export.num_images=4",
-        "tracking=none",
-    )
+def test_faster_rcnn_trains_and_exports_with_its_proposal_stage(pipeline):
+    done = pipeline(*FASTER_RCNN)
     # The SavedModel holds both stages: proposals, their suppression, RoI pooling, per-class decoding.
     assert "export verified" in done.stdout and "test_map50=" in done.stdout
     assert "rpn_loss" in done.stdout and "val_map50:" in done.stdout
+
+
+# mode=evaluate from a checkpoint is tests/test_pipeline.py's (classification); a faster_rcnn checkpoint loads
+# and computes its outputs in tests/test_saved_models_load.py.
+@pytest.mark.slow
+def test_a_faster_rcnn_checkpoint_evaluates(pipeline):
+    pipeline(*FASTER_RCNN, "export.enabled=false")
     evaluated = pipeline(
         "mode=evaluate", "task=detection", "data.num_images=40", f"checkpoint={pipeline.run_dir}", "tracking=none"
     )

@@ -60,10 +60,3 @@ def test_segmentation_trains_tracks_exports_and_predicts(pipeline, tmp_path):
     )
     row = next(csv.DictReader(out.open()))
     assert sum(float(row[f"share_{name}"]) for name in metadata["mask_names"]) == pytest.approx(1.0)
-
-
-def test_a_classification_model_is_refused_for_segmentation(pipeline):
-    done = pipeline("task=segmentation", "model=lenet5", check=False)
-    assert done.returncode == 2
-    assert "model 'lenet5' does not support task 'segmentation'" in done.stderr
-    assert "Models for segmentation: " in done.stderr and "unet" in done.stderr
