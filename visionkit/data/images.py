@@ -204,7 +204,7 @@ def resize_decoded(image: np.ndarray, original_size: tuple[int, int], size: tupl
     A reduced pixel covers exactly f x f of the file's, the last row and column less (libjpeg pads the edge
     blocks), so the image is resized at the file's scale times f and the excess cut: stretching it to `size`
     would shift its content by up to f - 1 of the file's pixels."""
-    factor = _decoded_reduction(original_size, image.shape[:2])
+    factor = decoded_reduction(original_size, image.shape[:2])
     if factor == 1:
         return resize_image(image, size)
     scale_y, scale_x = size[0] * factor / original_size[0], size[1] * factor / original_size[1]
@@ -212,7 +212,9 @@ def resize_decoded(image: np.ndarray, original_size: tuple[int, int], size: tupl
     return np.ascontiguousarray(resized[: size[0], : size[1]]).reshape(size[0], size[1], image.shape[-1])
 
 
-def _decoded_reduction(original_size: tuple[int, int], decoded_size: tuple[int, int]) -> int:
+def decoded_reduction(original_size: tuple[int, int], decoded_size: tuple[int, int]) -> int:
+    """The DCT reduction (1, 2, 4 or 8) an image of decoded_size was decoded at from a file of original_size;
+    ValueError when it is none of them."""
     for factor in (1, *JPEG_REDUCTIONS):
         if all(-(-side // factor) == got for side, got in zip(original_size, decoded_size)):
             return factor

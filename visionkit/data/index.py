@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from visionkit.data.core import DataBundle, Split, stack_samples
-from visionkit.data.images import DecodeError, decode_image
+from visionkit.data.images import DecodeError, decode_image, jpeg_reduction
 from visionkit.data.sizing import Sizing, check_sizing
 from visionkit.errors import UserError
 
@@ -59,6 +59,33 @@ class ImageFile:
         )
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image read but not decoded: what training's full-resolution samples carry, so that the transforms
+    decode only as much of it as their first crop keeps (augment/window.py)."""
+
+    path: str  # what messages name it by
+    data: bytes
+    shape: tuple[int, int, int]  # (height, width, channels) of the decoded image: the index's size
+
+    def decode(self, at_least: tuple[int, int] | None = None) -> np.ndarray:
+        """The pixels; a JPEG at 1/2, 1/4 or 1/8 of its size where that is still at least `at_least` (h, w)."""
+        try:
+            image, _ = decode_image(self.data, self.shape[2], at_least=at_least)
+        except (DecodeError, cv2.error) as error:
+            raise changed_after_verification(self.path, error) from None
+        size, factor = self.shape[:2], jpeg_reduction(self.shape[:2], at_least)
+        if image.shape[:2] not in {size, tuple(-(-side // factor) for side in size)}:  # whole, or reduced as asked
+            found = DecodeError("size", f"{image.shape[1]}x{image.shape[0]} pixels, {size[1]}x{size[0]} when verified")
+            raise changed_after_verification(self.path, found)
+        return image
+
+
+def changed_after_verification(path: str, error: Exception) -> UserError:
+    why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"{path} cannot be decoded any more ({why}); it changed after verification")
+
+
 class LazyColumn:
     """A per-sample target built when the sample is read (a mask file, a COCO mask painted from its
     polygons): `load(item)` is a module-level function, so the column travels to worker processes."""
@@ -83,7 +110,8 @@ class ImageFiles:
     """A split's images as files: decoded and sized (`sizing`, None for the file's own size) when read.
 
     Looks like the uint8 [N, H, W, C] array it stands for (len, shape, dtype, indexing, np.asarray), so that
-    code showing a few images needs no change; the loader reads samples through Split.sample.
+    code showing a few images needs no change; the loader reads samples through Split.sample. Deferred
+    (at_own_size(deferred=True)), a sample's image is its EncodedImage, which the transforms decode.
     """
 
     dtype = np.dtype(np.uint8)
@@ -94,6 +122,7 @@ class ImageFiles:
         self.original_sizes = np.asarray(original_sizes, np.int32).reshape(-1, 2)
         self.sizing = sizing
         self.channels = channels
+        self.deferred = False
         self.disk_cache: DiskCache | None = None
 
     def __len__(self) -> int:
@@ -106,14 +135,21 @@ class ImageFiles:
 
     def take(self, indices: Sequence[int]) -> ImageFiles:
         indices = np.asarray(indices, dtype=np.int64)
-        return self._like(self.paths[indices], self.original_sizes[indices], self.sizing)
+        return self._deferred(self._like(self.paths[indices], self.original_sizes[indices], self.sizing), self.deferred)
 
     def fingerprint(self) -> bytes:
         """What identifies the images without reading them: paths, sizes, sizing, channels."""
         return repr((self.paths.tolist(), self.original_sizes.tolist(), self.sizing, self.channels)).encode()
 
-    def at_own_size(self) -> ImageFiles:
-        return self._like(self.paths, self.original_sizes, None)
+    def at_own_size(self, *, deferred: bool = False) -> ImageFiles:
+        return self._deferred(self._like(self.paths, self.original_sizes, None), deferred)
+
+    @staticmethod
+    def _deferred(images: ImageFiles, deferred: bool) -> ImageFiles:
+        if deferred and images.sizing is not None:
+            raise ValueError("only images at their own size can be deferred: a sizing needs their pixels")
+        images.deferred = deferred
+        return images
 
     def with_sizing(self, sizing: Sizing) -> ImageFiles:
         return self._like(self.paths, self.original_sizes, sizing)
@@ -123,14 +159,16 @@ class ImageFiles:
 
     def read(self, i: int) -> np.ndarray:
         """The decoded image of sample i: at its own size, or reduced where its sizing loses nothing by it."""
-        path = self.paths[i]
         at_least = self.sizing.decode_at_least(self._original_size(i)) if self.sizing is not None else None
+        return self.undecoded(i).decode(at_least)
+
+    def undecoded(self, i: int) -> EncodedImage:
+        """Image i read (encoded()), with the size and channels it decodes to."""
         try:
-            image, _ = decode_image(self.encoded(i), self.channels, at_least=at_least)
-        except (OSError, DecodeError, cv2.error) as error:
-            why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"{path} cannot be decoded any more ({why}); it changed after verification") from None
-        return image
+            data = self.encoded(i)
+        except OSError as error:
+            raise changed_after_verification(self.paths[i], error) from None
+        return EncodedImage(self.paths[i], data, (*self._original_size(i), self.channels))
 
     def encoded(self, i: int) -> bytes:
         """The encoded image of sample i: its file's bytes."""
@@ -143,9 +181,10 @@ class ImageFiles:
         return "".join(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n" for path, stat in stats).encode()
 
     def sample(self, i: int, targets: dict[str, Any]) -> dict[str, Any]:
-        """Sample i: the decoded image with its targets (in the file's pixels), both sized."""
+        """Sample i: the decoded image with its targets (in the file's pixels), both sized; deferred, the image
+        is its EncodedImage."""
         if self.sizing is None:
-            return {"image": self.read(i), **targets}
+            return {"image": self.undecoded(i) if self.deferred else self.read(i), **targets}
         if self.disk_cache is not None:
             cached = self.disk_cache.get(i)
             if cached is not None:
@@ -166,9 +205,12 @@ class ImageFiles:
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
-            return self.sample(int(key), {})["image"]
+            return self._pixels(int(key))
         indices = np.arange(len(self))[key]
-        return np.stack([self.sample(int(i), {})["image"] for i in indices]) if len(indices) else self._empty()
+        return np.stack([self._pixels(int(i)) for i in indices]) if len(indices) else self._empty()
+
+    def _pixels(self, i: int) -> np.ndarray:
+        return self.read(i) if self.sizing is None else self.sample(i, {})["image"]
 
     def _empty(self) -> np.ndarray:
         return np.zeros((0, *self.shape[1:]), np.uint8)
@@ -261,12 +303,13 @@ def decoded(split: Split) -> Split:
 
 
 def own_size_split(split: Split) -> Split:
-    """The split with every image at its file's own size (training's full-resolution transforms); a split that
-    was never files is returned as it is."""
+    """The split with every image at its file's own size, for training's full-resolution transforms: its samples
+    carry their images undecoded (EncodedImage), for the transforms to decode; a split that was never files is
+    returned as it is."""
     files = split.index if split.index is not None else split
     if not is_streamed(files):
         return split
-    return replace(files, images=files.images.at_own_size())
+    return replace(files, images=files.images.at_own_size(deferred=True))
 
 
 def sampled_pixel_stats(split: Split) -> tuple[list[float], list[float]]:

@@ -27,7 +27,9 @@ import numpy as np
 
 from visionkit.data.augment.batched import BatchedPipeline
 from visionkit.data.augment.transforms import TRANSFORMS
+from visionkit.data.augment.window import augment_undecoded, leading_crop
 from visionkit.data.core import IGNORE_INDEX
+from visionkit.data.index import EncodedImage
 from visionkit.errors import UserError
 from visionkit.registry import unknown_name_message
 
@@ -73,11 +75,21 @@ def _transform(spec: Mapping[str, Any], position: int, image_size: tuple[int, in
     return transform
 
 
+def _undecoded(sample: dict[str, Any]) -> bool:
+    return isinstance(sample["image"], EncodedImage)
+
+
 def _size(image: np.ndarray) -> str:
     return "x".join(str(d) for d in image.shape)
 
 
 def _apply(compose: A.Compose, sample: dict[str, Any], output_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    image = sample["image"]
+    if _undecoded(sample):  # full resolution: decoded here, only the first crop's window if it can be
+        crop = leading_crop(compose, sample)
+        if crop is not None:
+            return {**sample, "image": _checked(image, augment_undecoded(compose, crop, image), output_size)}
+        sample = {**sample, "image": image.decode()}
     inputs = {"image": sample["image"]}
     if "mask" in sample:
         inputs["mask"] = sample["mask"]
@@ -86,14 +98,7 @@ def _apply(compose: A.Compose, sample: dict[str, Any], output_size: tuple[int, i
         inputs["classes"] = np.asarray(sample["classes"], np.int64).reshape(-1)
         inputs["difficult"] = np.asarray(sample.get("difficult", np.zeros(len(inputs["classes"]))), bool).reshape(-1)
     result = compose(**inputs)
-    expected = sample["image"].shape if output_size is None else (*output_size, *sample["image"].shape[2:])
-    if result["image"].shape != expected:  # a batch needs one image size, and the model was built for it
-        raise UserError(
-            f"augment: the transforms turned a {_size(sample['image'])} image into "
-            f"{_size(result['image'])} (e.g. RandomRotate90 on a non-square image); follow them with a "
-            f"resize back to the input size, e.g. {{name: RandomResizedCrop, size: null}}"
-        )
-    augmented = {**sample, "image": result["image"]}
+    augmented = {**sample, "image": _checked(sample["image"], result["image"], output_size)}
     if "mask" in sample:
         augmented["mask"] = result["mask"].astype(np.uint8, copy=False)
     if "boxes" in sample:  # kept boxes only; [0, 4] when every box left the image
@@ -102,6 +107,18 @@ def _apply(compose: A.Compose, sample: dict[str, Any], output_size: tuple[int, i
         if "difficult" in sample:  # Pascal VOC's flags follow their boxes
             augmented["difficult"] = np.asarray(result["difficult"], bool).reshape(-1)
     return augmented
+
+
+def _checked(image, result: np.ndarray, output_size: tuple[int, int] | None) -> np.ndarray:
+    """The transforms' result for `image`, which must come out at output_size (default: its own size)."""
+    expected = image.shape if output_size is None else (*output_size, *image.shape[2:])
+    if result.shape != expected:  # a batch needs one image size, and the model was built for it
+        raise UserError(
+            f"augment: the transforms turned a {_size(image)} image into {_size(result)} (e.g. RandomRotate90 "
+            f"on a non-square image); follow them with a resize back to the input size, e.g. "
+            f"{{name: RandomResizedCrop, size: null}}"
+        )
+    return result
 
 
 def _restart_generators(compose: A.Compose, high: int, low: int, increment: int, python: int) -> None:
@@ -214,7 +231,7 @@ class Augmenter:
         (boxes, images of several sizes or types, masks of another size). The parameters are drawn for
         the whole batch, so the rows at hand must take the path the whole batch takes: they do where it
         matters, since a batch whose rows differ in size or type cannot be stacked for the model anyway."""
-        if self._pipeline is None or not samples or any("boxes" in s for s in samples):
+        if self._pipeline is None or not samples or any("boxes" in s or _undecoded(s) for s in samples):
             return None
         first = samples[0]["image"]
         with_masks = "mask" in samples[0]
