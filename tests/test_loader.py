@@ -12,6 +12,11 @@ from visionkit.data.core import Split
 from visionkit.data.loader import BatchLoader
 
 AFFINE = [{"name": "Affine", "rotate": [-20, 20], "scale": [0.9, 1.1], "p": 1.0}, {"name": "GaussNoise", "p": 0.5}]
+BATCHED = [  # transforms with a batched equivalent
+    {"name": "Affine", "rotate": [-20, 20], "scale": [0.9, 1.1], "p": 0.9},
+    {"name": "HorizontalFlip", "p": 0.5},
+    {"name": "RandomBrightnessContrast", "p": 0.5},
+]
 
 
 def labels(samples):
@@ -51,6 +56,44 @@ def test_samples_are_the_augmented_samples_of_a_batch(split):
     np.testing.assert_array_equal(images, np.stack([s["image"] for s in samples]))
     np.testing.assert_array_equal(targets, loader.order[16:32])  # labels are the indices
     assert loader.max_queue_size == 10
+
+
+class ReadByColumns(Split):
+    """A split held in memory whose samples must not be read one by one."""
+
+    def sample(self, i):
+        raise AssertionError("this batch should be read a column at a time")
+
+
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_batches_read_as_columns_are_the_samples_augmented_as_a_batch(split, with_masks):
+    targets = dict(split.targets)
+    if with_masks:  # int64 class indices: augmented as uint8, as the sample path has them
+        targets["mask"] = (split.images[..., 0] % 3).astype(np.int64)
+    by_sample = Split(split.images, targets)
+    augmenter = build_augmenter(BATCHED, seed=5)
+    loader = BatchLoader(
+        ReadByColumns(split.images, targets), labels, batch_size=16, augmenter=augmenter, shuffle=True, seed=3
+    )
+    loader.on_epoch_end()
+    for index, rows in [(0, None), (3, [1, 0])]:  # batch 3 is the last, of 2 rows
+        ids = loader.order[index * 16 : (index + 1) * 16]
+        positions = np.arange(len(ids)) if rows is None else np.array(rows)
+        expected = augmenter(
+            [by_sample.sample(i) for i in ids[positions]],
+            epoch=1,
+            batch=index,
+            positions=positions,
+            batch_length=len(ids),
+        )
+        images, targets_read = loader.batch(index, rows)
+        np.testing.assert_array_equal(images, np.stack([s["image"] for s in expected]))
+        np.testing.assert_array_equal(targets_read, ids[positions])
+        for sample, want in zip(loader.samples(index, rows), expected, strict=True):
+            assert list(sample) == list(want)
+            for key in want:
+                np.testing.assert_array_equal(sample[key], want[key])
+                assert np.asarray(sample[key]).dtype == np.asarray(want[key]).dtype
 
 
 def test_a_resumed_loader_gives_the_batches_of_its_epoch(split):

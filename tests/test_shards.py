@@ -33,6 +33,10 @@ class CountedSplit(Split):
         self.reads[int(i)] += 1
         return super().sample(i)
 
+    def columns(self, ids):  # the loader reads in-memory batches a column at a time
+        self.reads.update(int(i) for i in ids)
+        return super().columns(ids)
+
 
 def samples(with_boxes: bool) -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng(0)

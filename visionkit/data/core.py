@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,12 +48,13 @@ class Split:
             if len(values) != len(self.images):
                 raise ValueError(f"target '{name}' has {len(values)} entries for {len(self.images)} images")
 
-    @property
+    # Cached: the loader asks for every sample, and the answer cannot change on a frozen split.
+    @cached_property
     def streamed(self) -> bool:
         """Whether samples are decoded from files when read (else they are held in memory)."""
         return not isinstance(self.images, np.ndarray)
 
-    @property
+    @cached_property
     def input_key(self) -> str:
         """The sample key of the model's input: "series" for float32 [N, T, C] in memory, else "image"."""
         series = not self.streamed and self.images.dtype == np.float32 and self.images.ndim == 3
@@ -64,6 +66,14 @@ class Split:
     def sample(self, i: int) -> dict[str, Any]:
         targets = {name: values[i] for name, values in self.targets.items()}
         return self.images.sample(i, targets) if self.streamed else {self.input_key: self.images[i], **targets}
+
+    def columns(self, ids: Sequence[int]) -> dict[str, Any]:
+        """Samples `ids` of a split held in memory as columns, each read at once: the input under its key and
+        every target, as arrays [n, ...] (lists for targets of varying length). Row k is sample(ids[k])."""
+        if self.streamed:
+            raise ValueError("Split.columns reads splits held in memory; a streamed split reads sample by sample")
+        ids = np.asarray(ids, dtype=np.int64)
+        return {self.input_key: self.images[ids], **{name: _rows(values, ids) for name, values in self.targets.items()}}
 
     def targets_of(self, i: int) -> dict[str, Any]:
         """Sample i's targets as Split.sample gives them (sized), without decoding its image."""
@@ -77,6 +87,11 @@ class Split:
             {name: _take(values, indices) for name, values in self.targets.items()},
             index=None if self.index is None else self.index.take(indices),
         )
+
+
+def _rows(values, indices: np.ndarray):
+    """values[i] for each index: one indexing of an array, else one look-up per index."""
+    return values[indices] if isinstance(values, np.ndarray) else [values[i] for i in indices]
 
 
 def _take(values, indices: np.ndarray):

@@ -59,6 +59,7 @@ class BatchLoader(keras.utils.PyDataset):
         # the cores. Threads share this process's OpenCV; each worker process limits its own.
         if workers > 1 and not use_multiprocessing:
             cv2.setNumThreads(1)
+        self._reads_arrays = _reads_arrays(split, augmenter)
         self._main_process = os.getpid()
         self._opencv_limited_in = None
 
@@ -80,21 +81,36 @@ class BatchLoader(keras.utils.PyDataset):
     def samples(self, index: int, rows: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """The samples of batch `index` of the current epoch, augmented: those at positions `rows` within the
         batch, or all; only they are read."""
-        self._limit_opencv_threads()
-        ids = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        positions = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
-        if not all(0 <= p < len(ids) for p in positions):
-            raise IndexError(f"batch {index} has rows 0 to {len(ids) - 1}, received {positions.tolist()}")
-        samples = [self.split.sample(i) for i in ids[positions]]
-        if self.augmenter is not None:
-            samples = self.augmenter(samples, epoch=self.epoch, batch=index, positions=positions, batch_length=len(ids))
-        return samples
+        return self._read(index, rows)[0]
 
     def batch(self, index: int, rows: Sequence[int] | None = None) -> tuple[np.ndarray, Any]:
         """(uint8 images, encoded targets) of batch `index` of the current epoch: its rows `rows`
         (positions within the batch), or all of them."""
-        samples = self.samples(index, rows)
-        return np.stack([s[self.split.input_key] for s in samples]), self.encode_targets(samples)
+        samples, inputs = self._read(index, rows)
+        if inputs is None:
+            key = self.split.input_key
+            inputs = np.stack([s[key] for s in samples])
+        return inputs, self.encode_targets(samples)
+
+    def _read(self, index: int, rows: Sequence[int] | None) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+        """The augmented samples of rows `rows` of batch `index`, and their inputs as one array when the
+        batch was read as arrays (else None)."""
+        self._limit_opencv_threads()
+        ids = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        positions = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if np.any((positions < 0) | (positions >= len(ids))):
+            raise IndexError(f"batch {index} has rows 0 to {len(ids) - 1}, received {positions.tolist()}")
+        where = dict(epoch=self.epoch, batch=index, positions=positions, batch_length=len(ids))
+        if not self._reads_arrays:
+            samples = [self.split.sample(i) for i in ids[positions]]
+            return (samples if self.augmenter is None else self.augmenter(samples, **where)), None
+        columns = self.split.columns(ids[positions])
+        inputs = columns[self.split.input_key]
+        if self.augmenter is not None:
+            if "mask" in columns:
+                columns["mask"] = columns["mask"].astype(np.uint8, copy=False)
+            self.augmenter.augment_arrays(inputs, columns.get("mask"), **where)
+        return [dict(zip(columns, row)) for row in zip(*columns.values())], inputs
 
     def __getitem__(self, index: int):
         return self.batch(index)
@@ -107,3 +123,20 @@ class BatchLoader(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         self.start_at_epoch(self.epoch + 1)
+
+
+def _reads_arrays(split: Split, augmenter: Augmenter | None) -> bool:
+    """Whether batches can be read and augmented as arrays, a column at a time, rather than sample by sample:
+    a split held in memory, without augmentation or with one that runs a batch at once on its images (and masks).
+    Both ways give the same batches; arrays spare a dict per sample until the targets are encoded."""
+    if split.streamed:
+        return False
+    if augmenter is None:
+        return True
+    mask = split.targets.get("mask")
+    if not isinstance(augmenter, Augmenter) or split.input_key != "image" or "boxes" in split.targets:
+        return False
+    if mask is not None and not isinstance(mask, np.ndarray):
+        return False
+    images = split.images
+    return augmenter.augments_at_once(images.shape[1:], images.dtype, None if mask is None else mask.shape[1:])

@@ -134,6 +134,11 @@ def _restart_generators(compose: A.Compose, high: int, low: int, increment: int,
     compose.py_random.seed(python)
 
 
+def _batch_seed(stream: tuple[int, int, int]) -> int:
+    """The batched pipeline's seed for the batch of (seed, epoch, batch)."""
+    return int(np.random.SeedSequence(stream).generate_state(1)[0])
+
+
 class Augmenter:
     """Applies the transforms to samples. Each thread gets its own Composes, reseeded for every sample.
 
@@ -215,7 +220,7 @@ class Augmenter:
         epoch, batch, position) alone, so any rows of a batch come out as they do in the whole batch."""
         positions = np.arange(len(samples)) if positions is None else np.asarray(positions, dtype=np.int64)
         batch_length = len(samples) if batch_length is None else batch_length
-        if len(positions) != len(samples) or not all(0 <= p < batch_length for p in positions):
+        if len(positions) != len(samples) or np.any((positions < 0) | (positions >= batch_length)):
             raise ValueError(
                 f"positions must give each of the {len(samples)} samples a row of the batch of {batch_length}, "
                 f"received {positions.tolist()}"
@@ -233,26 +238,47 @@ class Augmenter:
         matters, since a batch whose rows differ in size or type cannot be stacked for the model anyway."""
         if self._pipeline is None or not samples or any("boxes" in s or _undecoded(s) for s in samples):
             return None
-        first = samples[0]["image"]
-        with_masks = "mask" in samples[0]
-        if first.ndim == 3 and first.shape[2] > 4:  # OpenCV warps up to 4 channels at once
+        images = [s["image"] for s in samples]
+        masks = [s.get("mask") for s in samples]
+        first, with_masks = images[0], masks[0] is not None
+        if not self.augments_at_once(first.shape, first.dtype, masks[0].shape if with_masks else None):
             return None
-        if any(
-            s["image"].shape != first.shape
-            or s["image"].dtype != np.uint8
-            or ("mask" in s) != with_masks
-            or (with_masks and s["mask"].shape != first.shape[:2])
-            for s in samples
-        ):
+        if any(image.shape != first.shape or image.dtype != first.dtype for image in images):
             return None
-        images = np.stack([s["image"] for s in samples])  # copies: the samples' arrays stay as they were
-        masks = np.stack([s["mask"] for s in samples]).astype(np.uint8, copy=False) if with_masks else None
-        seed = int(np.random.SeedSequence(stream).generate_state(1)[0])
-        self._pipeline(images, masks, seed, positions, batch_length)
-        return [
-            {**sample, "image": images[i], **({"mask": masks[i]} if with_masks else {})}
-            for i, sample in enumerate(samples)
-        ]
+        if any((mask is not None) != with_masks or (with_masks and mask.shape != masks[0].shape) for mask in masks):
+            return None
+        images = np.stack(images)  # copies: the samples' arrays stay as they were
+        masks = np.stack(masks).astype(np.uint8, copy=False) if with_masks else None
+        self._pipeline(images, masks, _batch_seed(stream), positions, batch_length)
+        if not with_masks:
+            return [{**sample, "image": image} for sample, image in zip(samples, images)]
+        return [{**sample, "image": image, "mask": mask} for sample, image, mask in zip(samples, images, masks)]
+
+    def augments_at_once(
+        self, image_shape: tuple[int, ...], dtype: np.dtype, mask_shape: tuple[int, ...] | None = None
+    ) -> bool:
+        """Whether images of this shape ([H, W(, C)]) and type, with masks of `mask_shape` ([H, W]) when
+        given and without boxes, are augmented a batch at once (augment_arrays)."""
+        return (
+            self._pipeline is not None
+            and dtype == np.uint8
+            and (len(image_shape) == 2 or image_shape[2] <= 4)  # OpenCV warps up to 4 channels at once
+            and (mask_shape is None or tuple(mask_shape) == tuple(image_shape[:2]))
+        )
+
+    def augment_arrays(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray | None,
+        *,
+        epoch: int,
+        batch: int,
+        positions: np.ndarray,
+        batch_length: int,
+    ) -> None:
+        """Augments images [n, H, W(, C)] and uint8 masks [n, H, W] (or None) in place, as __call__ augments
+        such samples at rows `positions` of batch `batch` of `epoch`; only where augments_at_once says so."""
+        self._pipeline(images, masks, _batch_seed((self.seed, epoch, batch)), positions, batch_length)
 
     def _augment_one_by_one(
         self, samples: list[dict[str, Any]], stream: tuple[int, int, int], positions: np.ndarray
