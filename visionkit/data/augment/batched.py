@@ -99,31 +99,28 @@ class BatchedAffine:
         """Warps the chosen images (and masks) in place, as A.Affine.apply (apply_to_mask) would with
         these matrices: the same cv2.warpAffine call, interpolation, border mode and fill."""
         t, (height, width) = self.transform, images.shape[1:3]
-        image_fill = tuple(extend_value(t.fill, images.shape[3] if images.ndim == 4 else 1))
         warps = np.ascontiguousarray(matrices[chosen, :2])  # OpenCV takes the top two rows
-        # cv2.warpAffine cannot work in place: it reads copies and writes into the batch.
-        for source, matrix, index in zip(images[chosen], warps, chosen):
-            cv2.warpAffine(
-                source,
-                matrix,
-                (width, height),
-                dst=images[index],
-                flags=t.interpolation,
-                borderMode=t.border_mode,
-                borderValue=image_fill,
-            )
+        image_fill = tuple(extend_value(t.fill, images.shape[3] if images.ndim == 4 else 1))
+        _warp_rows(images, warps, chosen, (width, height), t.interpolation, t.border_mode, image_fill)
         if masks is not None:
             mask_fill = tuple(extend_value(t.fill_mask, 1))
-            for source, matrix, index in zip(masks[chosen], warps, chosen):
-                cv2.warpAffine(
-                    source,
-                    matrix,
-                    (width, height),
-                    dst=masks[index],
-                    flags=t.mask_interpolation,
-                    borderMode=t.border_mode,
-                    borderValue=mask_fill,
-                )
+            _warp_rows(masks, warps, chosen, (width, height), t.mask_interpolation, t.border_mode, mask_fill)
+
+
+def _warp_rows(
+    batch: np.ndarray,
+    warps: np.ndarray,
+    chosen: np.ndarray,
+    size: tuple[int, int],
+    flags: int,
+    border: int,
+    fill: tuple,
+) -> None:
+    """cv2.warpAffine of the chosen rows of `batch` in place, row k by warps[k]. The loop is the per-image cost
+    of the batched path: positional arguments and Python ints keep it to the call itself."""
+    # cv2.warpAffine cannot work in place: it reads copies and writes into the batch.
+    for source, matrix, index in zip(batch[chosen], warps, chosen.tolist()):
+        cv2.warpAffine(source, matrix, size, batch[index], flags, border, fill)
 
 
 def affine_matrices(
@@ -186,8 +183,9 @@ class BatchedBrightnessContrast:
         rows: np.ndarray,
     ) -> None:
         tables = self.lookup_tables(*self.draw(rng, images, rows, len(applied)))
-        for index in np.flatnonzero(applied[rows]):  # cv2.LUT in place: faster than one numpy gather for the batch
-            cv2.LUT(images[index], tables[index], dst=images[index])
+        for index in np.flatnonzero(applied[rows]).tolist():  # cv2.LUT in place: faster than one numpy gather
+            image = images[index]
+            cv2.LUT(image, tables[index], image)
 
 
 class BatchedFlip:
