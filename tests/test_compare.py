@@ -19,10 +19,12 @@ def table_rows(stdout: str) -> list[list[str]]:
 
 
 def test_compare_lists_the_runs_of_the_experiment_sorted_by_the_metric(pipeline):
-    pipeline(*TINY, "trainer.learning_rate=0.01")
-    pipeline(*TINY, "model=allconv", "model.width=0.25")
+    # Both runs from one process: a sweep starts Python, TensorFlow and MLflow's store once.
+    sweep = ("hydra.mode=MULTIRUN", "model=lenet5,allconv", "model.width=0.25", f"hydra.sweep.dir={pipeline.tmp}/sweep")
+    pipeline(*sweep, *TINY)
     _, runs = pipeline.mlflow_runs("classification")
     accuracy = {run.info.run_name: run.data.metrics["test_accuracy"] for run in runs}
+    params = {run.info.run_name: int(run.data.params["model.total_params"]) for run in runs}
     assert len(accuracy) == 2
 
     done = pipeline("mode=compare")
@@ -40,17 +42,17 @@ def test_compare_lists_the_runs_of_the_experiment_sorted_by_the_metric(pipeline)
         "duration",
     ]
     rows = table_rows(done.stdout)
-    assert [row[0] for row in rows] == sorted(accuracy, key=accuracy.get, reverse=True)
+    assert sorted(row[0] for row in rows) == sorted(accuracy)
+    assert [float(row[4]) for row in rows] == sorted((float(row[4]) for row in rows), reverse=True)
     for row in rows:
         assert row[1] in ("lenet5", "allconv") and row[2] == "digits" and row[3] == "FINISHED"
         assert float(row[4]) == pytest.approx(accuracy[row[0]], abs=5e-5)
-    lenet = next(row for row in rows if row[1] == "lenet5")
-    assert lenet[-2] == "61,706"  # model.total_params of LeNet-5 (test_pipeline.py)
+        assert row[-2] == f"{params[row[0]]:,}"  # model.total_params, thousands separated
 
     runs = experiment_runs(f"sqlite:///{pipeline.store}", "classification")
     f1 = {run.info.run_name: run.data.metrics["test_macro_f1"] for run in runs}
     table = run_table(runs, "test_macro_f1", ascending=True, limit=1)
-    assert [row[0] for row in table.rows] == [min(f1, key=f1.get)] and table.total_runs == 2
+    assert [f1[row[0]] for row in table.rows] == [min(f1.values())] and table.total_runs == 2
     with pytest.raises(
         UserError,
         match=r"^compare.metric: no run has a metric 'test_accurcy'; metrics there: .*"

@@ -48,9 +48,9 @@ def test_a_search_runs_its_trials_and_reports_the_best_validation_score(tmp_path
             "-m",
             "pipelines.run",
             "hparams_search=optimizer",
-            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_trials=2",
             "trainer.epochs=1",
-            "data.limit=120",
+            "data.limit=48",
             "export.enabled=false",
             "tracking=none",
             f"hydra.sweep.dir={sweep_dir}",
@@ -63,7 +63,7 @@ def test_a_search_runs_its_trials_and_reports_the_best_validation_score(tmp_path
     )
     assert done.returncode == 0, done.stderr[-2000:]
     trials = sorted(sweep_dir.glob("*_classification_lenet5"))
-    assert len(trials) == 3
+    assert len(trials) == 2
     # Each trial's best validation accuracy, read from its own checkpoint state: the search's best is their maximum.
     best = [json.loads((t / "checkpoints" / "state.json").read_text())["best"] for t in trials]
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
