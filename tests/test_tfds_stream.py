@@ -148,7 +148,7 @@ def sample_of(split, i: int):
     return split.sample(i)
 
 
-def test_a_forked_worker_opens_its_own_readers(data_dirs):
+def test_a_forked_worker_reads_what_the_parent_reads(data_dirs):
     split = loaded(data_dirs["array_record"], "segmentation", cache="none").train
     copy = pickle.loads(pickle.dumps(split))
     with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
@@ -174,3 +174,32 @@ def test_bad_file_format_and_split_are_named(data_dirs):
         loaded(data_dirs["array_record"], "classification", file_format="parquet")
     with pytest.raises(UserError, match="TensorFlow Datasets split 'validation'"):
         loaded(data_dirs["array_record"], "classification", val_split="validation")
+
+
+# The command runs in a fresh process, which must define the builder before TFDS reads the prepared set by name.
+WITH_BUILDER = (
+    "-c",
+    "import sys\nsys.path.insert(0, 'tests')\nimport test_tfds_stream\nfrom pipelines.run import main\nmain()",
+)
+
+
+@pytest.mark.slow
+def test_segmentation_trains_from_the_files_in_worker_processes(pipeline, data_dirs):
+    """Forked workers read the examples through the readers verification built: a reader built in a worker
+    forked from the training process crashed it (a segmentation fault), and the run waited for ever."""
+    done = pipeline(
+        "task=segmentation",
+        "model=unet",
+        "model.width=0.125",
+        "data=tfds",
+        f"data.name_in_tfds={NAME}",
+        f"data.data_dir={data_dirs['array_record']}",
+        "data.class_names=[a,b]",
+        "data.cache=none",
+        "trainer.epochs=1",
+        "trainer.workers=2",
+        "trainer.multiprocessing=true",
+        entry=WITH_BUILDER,
+    )
+    assert "verification of 'tfds'" in done.stdout and "export verified" in done.stdout, done.stdout[-2000:]
+    assert (pipeline.run_dir / "test_metrics.json").exists()

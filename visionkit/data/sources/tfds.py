@@ -263,36 +263,44 @@ def _random_access(tensorflow_datasets, builder) -> bool:
 
 @dataclass(frozen=True)
 class Examples:
-    """One prepared split's examples by number, from its ArrayRecord files. It pickles as these names: each
-    process opens the files itself. Images stay encoded (the loader decodes them as it decodes files); the
-    other features are decoded on request."""
+    """One prepared split's examples by number, from its ArrayRecord files, which a process opens once (see
+    _opened). Images stay encoded (the loader decodes them as it decodes files); the other features are decoded
+    on request."""
 
     directory: str  # the prepared set: <data_dir>/<name>/<version>
     split: str
     image_key: str
 
     def __len__(self) -> int:
-        return len(_opened(self, os.getpid())[0])
+        return len(_opened(self)[0])
 
     def image(self, number: int) -> bytes:
-        return _opened(self, os.getpid())[0][number][self.image_key]
+        return _opened(self)[0][number][self.image_key]
 
     def examples(self, numbers: Sequence[int]) -> list[dict]:
-        """The examples, read in parallel; their image encoded, every other feature decoded."""
-        source, features, encoded = _opened(self, os.getpid())
-        return [
-            {
-                key: features[key].decode_example_np(v) if key in encoded and key != self.image_key else v
-                for key, v in example.items()
-            }
-            for example in source.__getitems__(list(numbers))
-        ]
+        """The examples, read in parallel (verification); their image encoded, every other feature decoded."""
+        return [self._decoded(example) for example in _opened(self)[0].__getitems__(list(numbers))]
+
+    def example(self, number: int) -> dict:
+        """One example, read in the calling thread (the loader's workers), decoded as examples() decodes them."""
+        return self._decoded(_opened(self)[0][number])
+
+    def _decoded(self, example: dict) -> dict:
+        _, features, encoded = _opened(self)
+        return {
+            k: features[k].decode_example_np(v) if k in encoded and k != self.image_key else v
+            for k, v in example.items()
+        }
 
 
 @functools.cache
-def _opened(examples: Examples, process: int) -> tuple[Sequence[dict], Any, frozenset[str]]:
-    """(the split's data source, the set's features, the features it leaves encoded), once per process: a forked
-    worker opens its own readers."""
+def _opened(examples: Examples) -> tuple[Sequence[dict], Any, frozenset[str]]:
+    """(the split's data source, the set's features, the features it leaves encoded), once per process.
+
+    Verification reads every example, so the readers of every file exist before the loader forks its worker
+    processes, which use them as they inherit them: the readers read by position (pread), so processes do not
+    disturb each other, while building a reader in a worker forked from a process running TensorFlow crashed
+    it (a segmentation fault). A spawned worker unpickles the names and opens the files anew."""
     import tensorflow_datasets
     from array_record.python.array_record_data_source import ArrayRecordDataSource
     from tensorflow_datasets.core.data_sources.base import file_instructions
@@ -308,8 +316,8 @@ def _opened(examples: Examples, process: int) -> tuple[Sequence[dict], Any, froz
             f"TensorFlow Datasets split '{examples.split}': {str(error).splitlines()[0]}; "
             f"splits: {', '.join(builder.info.splits)}"
         ) from None
-    # Readers without ArrayRecord's global thread pool: a forked loader worker inherits that pool without its
-    # threads, and its readers crashed building on it. ArrayRecord's advice for random access, besides.
+    # Readers without ArrayRecord's global thread pool, which a forked worker would inherit without its threads
+    # (ArrayRecord's advice for random access, besides).
     source.data_source = ArrayRecordDataSource(
         file_instructions(builder.info, examples.split), reader_options={"max_parallelism": "0"}
     )
@@ -372,7 +380,7 @@ class ExampleImages(ImageFiles):
 def mask_of_example(item: tuple[Examples, int, MaskRule]) -> np.ndarray:
     """The class-index mask of an example (a LazyItem's load: it runs in the loader's workers)."""
     source, number, rule = item
-    return rule.read(source.examples([number])[0])
+    return rule.read(source.example(number))
 
 
 def _indexed_split(builder, image_key, spec, convert, report, split, where) -> list[dict]:
