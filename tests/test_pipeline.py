@@ -176,9 +176,9 @@ BAD_INPUTS = [
         "error: augment.transforms[0]: unknown Albumentations transform 'Blurr' (did you mean 'Blur'?)",
     ),
 ]
-# The bad inputs and --help, each a call of the command's entry point, in one Python process: every call composes
-# its own config and stops at its error before a run starts, so one process does what a process per case did,
-# without starting Python, Hydra and TensorFlow twenty times.
+# Commands that stop before a run starts (bad inputs, refusals, --help) as calls of the command's entry point in
+# turn, in one Python process: each call composes its own config, so one process does what a process per command
+# did, without starting Python, Hydra and TensorFlow each time.
 ONE_PROCESS = """
 import contextlib, io, json, sys, traceback
 from pipelines.run import main
@@ -201,12 +201,8 @@ print(json.dumps(results))
 """
 
 
-@pytest.fixture(scope="module")
-def commands(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
-    """--help and each bad input's command (with tracking=none), run by ONE_PROCESS; their results by command."""
-    tmp = tmp_path_factory.mktemp("commands")
-    called = [("--help",)] + [("tracking=none", *overrides) for overrides, _ in BAD_INPUTS]
-    arguments = [[f"hydra.run.dir={tmp / f'run{i}'}", *command] for i, command in enumerate(called)]
+def run_in_one_process(arguments: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Each command line (the arguments after `python -m pipelines.run`) called in turn by ONE_PROCESS."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("HYDRA_FULL_ERROR", None)
     done = subprocess.run(
@@ -219,10 +215,16 @@ def commands(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProc
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.splitlines()[-1])
-    return {
-        command: subprocess.CompletedProcess(argument, *result)
-        for command, argument, result in zip(called, arguments, results, strict=True)
-    }
+    return [subprocess.CompletedProcess(argument, *result) for argument, result in zip(arguments, results, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """--help and each bad input's command (with tracking=none), called in one process; their results by command."""
+    tmp = tmp_path_factory.mktemp("commands")
+    called = [("--help",)] + [("tracking=none", *overrides) for overrides, _ in BAD_INPUTS]
+    results = run_in_one_process([[f"hydra.run.dir={tmp / f'run{i}'}", *command] for i, command in enumerate(called)])
+    return dict(zip(called, results, strict=True))
 
 
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS)

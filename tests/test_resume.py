@@ -12,6 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import PipelineRun
+from test_pipeline import run_in_one_process
 
 from visionkit.errors import TrainingDivergedError
 from visionkit.training.checkpoints import LAST, CheckpointWriteError, TrainingState, read_state, save_model
@@ -188,17 +190,28 @@ def test_killed_mid_epoch_resumes_to_the_uninterrupted_weights(pipeline):
     assert val_loss["resumed"] == pytest.approx(val_loss["reference"], rel=1e-5)
 
 
-def test_interrupted_run_resumes_to_the_same_result(pipeline):
-    uninterrupted = json.loads((pipeline(*SHORT), pipeline.run_dir / "test_metrics.json")[1].read_text())
+@pytest.fixture(scope="module")
+def shared_pipeline(tmp_path_factory) -> PipelineRun:
+    return PipelineRun(tmp_path_factory.mktemp("resume"))
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(shared_pipeline) -> Path:
+    """A finished run of SHORT: the result a resumed run must reach, and a run to refuse to resume differently."""
+    shared_pipeline(*SHORT)
+    return shared_pipeline.run_dir
+
+
+def test_interrupted_run_resumes_to_the_same_result(shared_pipeline, uninterrupted):
+    pipeline = shared_pipeline
     process = start(pipeline, *SHORT)
     run_dir = pipeline.run_dir
     completed = kill_during_epoch(process, run_dir, after_epochs=2, delay=0.4)
     assert 2 <= completed < 6
     done = pipeline(*SHORT, "resume=true", f"hydra.run.dir={run_dir}")
     assert f"resuming {run_dir} after epoch {completed} of 6" in done.stdout
-    resumed = json.loads((run_dir / "test_metrics.json").read_text())
-    assert resumed["test_accuracy"] == pytest.approx(uninterrupted["test_accuracy"], abs=0.02)
+    resumed, reference = (json.loads((path / "test_metrics.json").read_text()) for path in (run_dir, uninterrupted))
+    assert resumed["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=0.02)
 
     client, runs = pipeline.mlflow_runs("classification")
     assert len(runs) == 2  # the resumed run continued its own MLflow run
@@ -208,21 +221,18 @@ def test_interrupted_run_resumes_to_the_same_result(pipeline):
     assert sorted(set(steps)) == list(range(6))
 
 
-def test_resume_refuses_a_changed_experiment_and_an_empty_directory(pipeline, tmp_path):
-    pipeline("trainer.epochs=1", "data.limit=48", "export.enabled=false", "tracking=none")
-    done = pipeline(
-        "trainer.epochs=2",
-        "data.limit=48",
-        "trainer.learning_rate=0.1",
-        "resume=true",
-        "tracking=none",
-        f"hydra.run.dir={pipeline.run_dir}",
-        check=False,
+def test_resume_refuses_a_changed_experiment_and_an_empty_directory(tmp_path, uninterrupted):
+    before = (uninterrupted / "checkpoints" / "state.json").read_text()
+    changed, empty = run_in_one_process(
+        [
+            [*SHORT, "trainer.learning_rate=0.1", "resume=true", "tracking=none", f"hydra.run.dir={uninterrupted}"],
+            ["resume=true", "tracking=none", f"hydra.run.dir={tmp_path / 'empty'}"],
+        ]
     )
-    assert done.returncode == 2
-    assert "resume=true with a different configuration (trainer.learning_rate: 0.002 -> 0.1)" in done.stderr
-    done = pipeline("resume=true", "tracking=none", f"hydra.run.dir={tmp_path / 'empty'}", check=False)
-    assert done.returncode == 2 and "resume=true: no checkpoint to resume in" in done.stderr
+    assert changed.returncode == 2
+    assert "resume=true with a different configuration (trainer.learning_rate: 0.002 -> 0.1)" in changed.stderr
+    assert (uninterrupted / "checkpoints" / "state.json").read_text() == before  # refused before it trained
+    assert empty.returncode == 2 and "resume=true: no checkpoint to resume in" in empty.stderr
 
 
 @pytest.mark.slow
