@@ -49,15 +49,7 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/confusion_matrix.png"]
     assert any(k.startswith("system/cpu") for k in run.data.metrics), "system metrics are logged"
 
-    done = pipeline("mode=evaluate", f"checkpoint={run_dir}", "data.limit=48")
-    assert re.search(r"test_accuracy=\d\.\d{4}", done.stdout)
-    # The SavedModel of mode=export is checked below by serving the checkpoint's predictions; the verification
-    # in a fresh process is the training run's (export verified above).
-    pipeline("mode=export", f"checkpoint={run_dir}", "export.num_images=4", "data.limit=48", "export.verify=false")
-    exported = pipeline.run_dir / "export" / "lenet5" / "1"
-    assert (exported / "saved_model.pb").is_file()
-
-    # mode=predict over a folder of images, from the checkpoint and from the SavedModel.
+    # A folder of images for mode=predict: nested, one broken, one whose name is not UTF-8.
     from visionkit.data import load
 
     images = tmp_path / "images"
@@ -68,23 +60,42 @@ def test_classification_trains_tracks_exports_and_serves(pipeline, tmp_path):
     (images / "broken.png").write_bytes(b"not an image")
     with open(os.fsencode(images / "nested") + b"/digit3\xe9.png", "wb") as handle:  # Latin-1: not UTF-8
         handle.write(cv2.imencode(".png", test.images[3])[1].tobytes())
-    predictions = {}
-    for checkpoint in (run_dir, exported):
-        out = tmp_path / f"predictions-{checkpoint.name}.csv"
-        done = pipeline(
-            "mode=predict",
-            f"checkpoint={checkpoint}",
-            f"predict.input={images}",
-            f"predict.output={out}",
-            "tracking=none",
+
+    # The modes that read the run, in one process, predict from the checkpoint first (nothing loaded before it).
+    # mode=export's SavedModel is checked by serving the checkpoint's predictions; the verification in a fresh
+    # process is the training run's (export verified above).
+    exported = tmp_path / "exported" / "export" / "lenet5" / "1"
+    tracking = (f"tracking.uri=sqlite:///{pipeline.store}", f"tracking.artifact_root={pipeline.artifacts}")
+
+    def command(name: str, *overrides: str) -> list[str]:
+        return [f"hydra.run.dir={tmp_path / name}", *tracking, *overrides]
+
+    def predict(checkpoint: Path, name: str) -> list[str]:
+        output = f"predict.output={tmp_path / name}.csv"
+        return command(
+            name, "mode=predict", f"checkpoint={checkpoint}", f"predict.input={images}", output, "tracking=none"
         )
-        assert "skipping unreadable image" in done.stdout
-        rows = list(csv.DictReader(out.open(encoding="utf-8")))
+
+    done = run_in_one_process(
+        [
+            predict(run_dir, "checkpoint"),
+            command("evaluated", "mode=evaluate", f"checkpoint={run_dir}", "data.limit=48"),
+            command("exported", "mode=export", f"checkpoint={run_dir}", "export.num_images=4", "data.limit=48")
+            + ["export.verify=false"],
+            predict(exported, "savedmodel"),
+        ]
+    )
+    assert [call.returncode for call in done] == [0, 0, 0, 0], [call.stderr[-2000:] for call in done]
+    assert re.search(r"test_accuracy=\d\.\d{4}", done[1].stdout)
+    predictions = {}
+    for name, predicted in (("checkpoint", done[0]), ("savedmodel", done[3])):
+        assert "skipping unreadable image" in predicted.stdout
+        rows = list(csv.DictReader((tmp_path / f"{name}.csv").open(encoding="utf-8")))
         names = [r["file"].rsplit("/", 1)[-1] for r in rows]
         assert names == ["digit0.png", "digit1.png", "digit2.png", "digit3\\udce9.png"]  # the byte, escaped
         assert all(r["class_name"] == r["class_id"] and 0 <= float(r["probability"]) <= 1 for r in rows)
-        predictions[checkpoint] = rows
-    for served, trained in zip(predictions[exported], predictions[run_dir], strict=True):
+        predictions[name] = rows
+    for served, trained in zip(predictions["savedmodel"], predictions["checkpoint"], strict=True):
         assert served["class_id"] == trained["class_id"]
         assert float(served["probability"]) == pytest.approx(float(trained["probability"]), abs=1e-4)
 
