@@ -130,9 +130,15 @@ def prepare(cfg: DictConfig) -> Training:
     context.write_metadata(training.checkpoints, training.metadata)
     print(
         f"{cfg.task.name}: {cfg.model.name} on {cfg.data.name} ({len(bundle.train)} train / {len(bundle.val)} val / "
-        f"{len(bundle.test)} test images of {bundle.image_shape}), {model.count_params():,} parameters -> {run_dir}"
+        f"{len(bundle.test)} test {samples_word(bundle)} of {bundle.image_shape}), {model.count_params():,} parameters "
+        f"-> {run_dir}"
     )
     return training
+
+
+def samples_word(bundle: DataBundle) -> str:
+    """What the run's first line calls the samples."""
+    return "series" if bundle.train.input_key == "series" else "images"
 
 
 def compiled_model(cfg: DictConfig, trainer: TrainerSettings, strategy, task, bundle):
