@@ -103,6 +103,13 @@ def test_an_array_record_set_is_streamed_with_the_samples_of_the_in_memory_path(
     assert streamed.verification.kept == in_memory.verification.kept == 30
 
 
+def test_a_subset_of_full_resolution_examples_stays_undecoded(data_dirs):
+    images = loaded(data_dirs["array_record"], "classification", cache="none").train.images
+    taken = images.at_own_size(deferred=True).take([1, 0])
+    assert taken.deferred and isinstance(taken, ExampleImages)
+    assert taken.sample(0, {})["image"].data == images.encoded(1)
+
+
 def test_targets_of_reads_no_image(data_dirs, monkeypatch):
     split = loaded(data_dirs["array_record"], "detection", cache="none").train
     expected = [split.sample(i) for i in range(len(split))]

@@ -356,13 +356,10 @@ class ExampleImages(ImageFiles):
 
     def take(self, indices: Sequence[int]) -> ExampleImages:
         indices = np.asarray(indices, dtype=np.int64)
-        return ExampleImages(
-            self.source,
-            self.numbers[indices],
-            self.original_sizes[indices],
-            sizing=self.sizing,
-            channels=self.channels,
+        taken = ExampleImages(
+            self.source, self.numbers[indices], self.original_sizes[indices], sizing=self.sizing, channels=self.channels
         )
+        return self._deferred(taken, self.deferred)  # as ImageFiles.take: a subset of undecoded images stays so
 
     def _like(self, paths, original_sizes, sizing) -> ExampleImages:  # the same examples, sized otherwise
         return ExampleImages(self.source, self.numbers, original_sizes, sizing=sizing, channels=self.channels)
