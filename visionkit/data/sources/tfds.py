@@ -9,7 +9,8 @@ the loader's workers read and decode each example when its batch is due, and dat
 apply. A set prepared as TFRecord files allows no random access: its examples are decoded into memory,
 stretched to image_size (choose a split slice, data.train_split='train[:20%]', for sets that do not fit),
 and a line in the run's output says so. Either way every example is read once first to verify it (its pixels
-are not kept when streaming).
+are not kept when streaming). A streamed split's verified index and report are cached in
+$VISIONKIT_CACHE_DIR/verify/tfds (IndexCache), so a second load of unchanged prepared files reads no example.
 
 `targets` picks what a sample holds:
 - classification: the class label `label_key`.
@@ -25,11 +26,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.images import DecodeError, check_channels, decode_image, image_size_pair, to_channels
 from visionkit.data.index import FileSpec, ImageFiles, LazyItem
 from visionkit.data.sizing import Sizing
-from visionkit.data.verify import VerificationReport, clean_boxes, clean_mask
+from visionkit.data.verify import VerificationReport, cache_directory, clean_boxes, clean_mask
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
 
@@ -134,7 +138,7 @@ def _converter(targets: str, features, name: str, key: str, class_names) -> tupl
         names = list(getattr(features[key], "names", None) or [])
         if not names:
             raise UserError(f"data.label_key: feature '{key}' of '{name}' is not a class label")
-        return lambda example, *_: {"label": np.int64(example[key])}, names, []
+        return LabelRule(key), names, []
     if targets == "detection":
         objects = features[key]
         if not all(field in getattr(objects, "keys", list)() for field in ("bbox", "label")):
@@ -142,22 +146,43 @@ def _converter(targets: str, features, name: str, key: str, class_names) -> tupl
         names = list(class_names or getattr(objects["label"], "names", None) or [])
         if not names:
             raise UserError(f"data.class_names: '{name}' does not name the classes of '{key}/label'; give them")
-        return _boxes_of(key, len(names)), names, []
+        return BoxRule(key, len(names)), names, []
     values, names = MASK_VALUES.get(name.split("/")[0].split(":")[0], (None, list(class_names or [])))
     if not names:
         raise UserError(f"data.class_names: name the classes of '{name}' mask values 1, 2, ... (0 is background)")
     return MaskRule(key, tuple(values.items()) if values else None, len(names) + 1), names, ["background", *names]
 
 
-def _boxes_of(key: str, num_classes: int) -> Converter:
-    def convert(example, original_size, report, where) -> dict[str, np.ndarray] | None:
-        objects = example[key]
+# The converters are values (their repr is part of the index cache's key), not closures.
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """The class label `key` of an example."""
+
+    key: str
+
+    def __call__(self, example, original_size, report, where) -> dict[str, np.ndarray]:
+        return {"label": np.int64(example[self.key])}
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    """The boxes of the objects `key` in the image's pixels (xyxy), with their classes and `difficult` flags; crowd
+    boxes are counted and left out, boxes beyond the image clipped or dropped (clean_boxes)."""
+
+    key: str
+    num_classes: int
+
+    def __call__(self, example, original_size, report, where) -> dict[str, np.ndarray] | None:
+        objects = example[self.key]
         normalised = np.asarray(objects["bbox"], np.float64).reshape(-1, 4)  # [ymin, xmin, ymax, xmax] in 0..1
         classes = np.asarray(objects["label"], np.int64).reshape(-1)
         flags = {field: np.asarray(objects.get(field, np.zeros(len(classes))), bool).reshape(-1) for field in FLAGS}
         lengths = {len(normalised), len(classes), *(len(v) for v in flags.values())}
-        if len(lengths) > 1 or (classes.size and not 0 <= classes.min() <= classes.max() < num_classes):
-            report.skip("bad_target", where, f"objects of differing counts or classes outside 0..{num_classes - 1}")
+        if len(lengths) > 1 or (classes.size and not 0 <= classes.min() <= classes.max() < self.num_classes):
+            detail = f"objects of differing counts or classes outside 0..{self.num_classes - 1}"
+            report.skip("bad_target", where, detail)
             return None
         report.find("crowd_annotations", int(flags["is_crowd"].sum()))
         regular = ~flags["is_crowd"]
@@ -166,8 +191,6 @@ def _boxes_of(key: str, num_classes: int) -> Converter:
         sources = [f"{where} object {i}" for i in np.flatnonzero(regular)]
         boxes, kept = clean_boxes(report, boxes, np.arange(len(boxes)), original_size, sources)
         return {"boxes": boxes, "classes": classes[regular][kept], "difficult": flags["is_difficult"][regular][kept]}
-
-    return convert
 
 
 @dataclass(frozen=True)
@@ -297,8 +320,9 @@ class Examples:
 def _opened(examples: Examples) -> tuple[Sequence[dict], Any, frozenset[str]]:
     """(the split's data source, the set's features, the features it leaves encoded), once per process.
 
-    Verification reads every example, so the readers of every file exist before the loader forks its worker
-    processes, which use them as they inherit them: the readers read by position (pread), so processes do not
+    The readers of every file are built here, by reading the first example of each, so they exist before the
+    loader forks its worker processes, which use them as they inherit them (verification, which reads every
+    example, may come from the cache and read none): the readers read by position (pread), so processes do not
     disturb each other, while building a reader in a worker forked from a process running TensorFlow crashed
     it (a segmentation fault). A spawned worker unpickles the names and opens the files anew."""
     import tensorflow_datasets
@@ -318,9 +342,12 @@ def _opened(examples: Examples) -> tuple[Sequence[dict], Any, frozenset[str]]:
         ) from None
     # Readers without ArrayRecord's global thread pool, which a forked worker would inherit without its threads
     # (ArrayRecord's advice for random access, besides).
-    source.data_source = ArrayRecordDataSource(
-        file_instructions(builder.info, examples.split), reader_options={"max_parallelism": "0"}
-    )
+    instructions = file_instructions(builder.info, examples.split)
+    source.data_source = ArrayRecordDataSource(instructions, reader_options={"max_parallelism": "0"})
+    starts = np.cumsum([0, *(i.take for i in instructions)])
+    firsts = [int(start) for start, instruction in zip(starts, instructions) if instruction.take]
+    if firsts:  # ArrayRecord builds a file's reader at its first read
+        source.data_source.__getitems__(firsts)
     return source, features, encoded
 
 
@@ -382,19 +409,34 @@ def mask_of_example(item: tuple[Examples, int, MaskRule]) -> np.ndarray:
 
 def _indexed_split(builder, image_key, spec, convert, report, split, where) -> list[dict]:
     """The split's records: every example read once to verify it; its image's size and its targets are kept, not
-    its pixels (nor its mask, read again when the loader needs it)."""
-    source, records = Examples(str(builder.data_dir), split, image_key), []
+    its pixels (nor its mask, read again when the loader needs it). While the prepared files are unchanged, the
+    next load takes the records and the verdicts from the cache instead (IndexCache)."""
+    source = Examples(str(builder.data_dir), split, image_key)
+    count = len(source)  # opens the readers of every file before the loader forks its workers (see _opened)
+    cache = IndexCache(source, spec, convert, where, Path(builder.data_dir_root))
+    cached = cache.read(count)
+    records, verified = cached or _verified(source, spec, convert, where)
+    if cached:
+        report.cached += count
+    else:
+        cache.write(records, verified, count)
+    verified.add_to(report)
+    return records
+
+
+def _verified(source, spec, convert, where) -> tuple[list[dict], SplitReport]:
+    """Every example of the split read and checked: the records of those kept, and the split's report."""
+    report, records = SplitReport("tfds", where), []
     inspect = functools.partial(_inspect, channels=spec.channels)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoders release the GIL
         for start in range(0, len(source), VERIFY_CHUNK):
             numbers = range(start, min(start + VERIFY_CHUNK, len(source)))
             examples = source.examples(numbers)
-            for number, example, inspected in zip(
-                numbers, examples, pool.map(inspect, [e[image_key] for e in examples])
-            ):
+            images = pool.map(inspect, [e[source.image_key] for e in examples])
+            for number, example, inspected in zip(numbers, examples, images):
                 record = _record(source, number, example, inspected, spec, convert, report, f"{where} example {number}")
                 records += [record] if record is not None else []
-    return records
+    return records, report
 
 
 def _inspect(data: bytes, channels: int) -> tuple[tuple[int, int], list[str]] | DecodeError:
@@ -417,6 +459,143 @@ def _record(source, number, example, inspected, spec, convert, report, where) ->
         return None
     report.converted.update(conversions)
     report.kept += 1
+    return _index_record(source, number, size, spec, convert, targets)
+
+
+def _index_record(source, number, size, spec, convert, targets) -> dict:
+    """The record of an example kept, its mask (segmentation) left to be read by the loader."""
     if isinstance(convert, MaskRule):
         targets["mask"] = LazyItem((source, number, convert), mask_of_example)
     return {"image": Example(source, number, size, spec), **targets}
+
+
+# ---- the cache of a split's verified index -------------------------------------------------------------
+
+
+@dataclass
+class SplitReport(VerificationReport):
+    """One split's verification, kept apart so the cache can store it: its issues keep their kinds, and are logged
+    when the split's report is added to the set's (add_to), whether verified now or taken from the cache."""
+
+    kinds: list[str] = field(default_factory=list)
+    COUNTERS = ("skipped", "converted", "findings")
+
+    def issue(self, kind: str, message: str) -> None:
+        self.kinds.append(kind)
+        self.issues.append(message)
+
+    def add_to(self, report: VerificationReport) -> None:
+        report.kept += self.kept
+        for name in self.COUNTERS:
+            getattr(report, name).update(getattr(self, name))
+        for kind, message in zip(self.kinds, self.issues):
+            report.issue(kind, message)
+
+    def to_json(self, examples: int) -> str:
+        counters = {name: getattr(self, name) for name in self.COUNTERS}
+        return json.dumps({"examples": examples, "kept": self.kept, **counters, "issues": [self.kinds, self.issues]})
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> tuple[SplitReport, int]:
+        """(the report, the number of examples it is about)."""
+        content = json.loads(text)
+        report = cls("tfds", where, kept=int(content["kept"]), kinds=list(content["issues"][0]))
+        for name in cls.COUNTERS:
+            getattr(report, name).update({str(k): int(n) for k, n in content[name].items()})
+        report.issues.extend(content["issues"][1])
+        if len(report.kinds) != len(report.issues):
+            raise ValueError("issues and their kinds differ in number")
+        return report, int(content["examples"])
+
+
+class IndexCache:
+    """A split's verified index (each kept example's number, image size and targets) and its report, in one npz
+    file in $VISIONKIT_CACHE_DIR/verify/tfds named by a hash of all they depend on: the prepared files' names,
+    sizes and modification times, the split, the image feature, the channels and the target converter. A cache
+    that cannot be read or written is a warning, and the split is verified as if there were none."""
+
+    VERSION = 1  # of the file's content; a change of what it stores or of how records are built bumps it
+
+    def __init__(self, source: Examples, spec: FileSpec, convert: Converter, where: str, data_dir: Path):
+        self.source, self.spec, self.convert, self.where = source, spec, convert, where
+        directory = cache_directory() / "tfds"
+        key = [self.VERSION, _file_stamps(Path(source.directory)), source.split, source.image_key, spec.channels]
+        digest = hashlib.sha256(json.dumps([*key, repr(convert), where]).encode()).hexdigest()[:32]
+        self.file = directory / f"{digest}.npz"
+        self.writable = not directory.is_relative_to(data_dir.resolve())  # nothing is written into a dataset
+
+    def read(self, count: int) -> tuple[list[dict], SplitReport] | None:
+        """The records and the report stored for this split of `count` examples; None when there are none."""
+        try:
+            with np.load(self.file, allow_pickle=False) as content:
+                arrays = {name: content[name] for name in content.files}
+            report, examples = SplitReport.from_json(str(arrays.pop("report")), self.where)
+            if examples != count:
+                raise ValueError(f"{examples} examples stored, the split has {count}")
+            return self._records(arrays), report
+        except (FileNotFoundError, NotADirectoryError):  # nothing stored yet (or no cache directory to hold it)
+            return None
+        except Exception as error:  # noqa: BLE001  (a damaged file fails in many ways; none may stop a load)
+            logger.warning(f"data=tfds: index cache {self.file} unreadable ({error!r}); verifying the split anew")
+            return None
+
+    def write(self, records: list[dict], report: SplitReport, count: int) -> None:
+        if not self.writable:
+            logger.warning(f"data=tfds: index cache not written: {self.file.parent} lies in the dataset's folder")
+            return
+        try:
+            _write_atomically(self.file, {"report": np.array(report.to_json(count)), **_columns(records)})
+        except OSError as error:
+            logger.warning(f"data=tfds: index cache not written ({error}); the next load verifies again")
+
+    def _records(self, arrays: dict[str, np.ndarray]) -> list[dict]:
+        numbers, sizes = arrays.pop("number"), arrays.pop("original_size")
+        targets = {key: _per_example(arrays, key) for key in _stored_targets(arrays)}
+        if any(len(values) != len(numbers) for values in targets.values()) or sizes.shape != (len(numbers), 2):
+            raise ValueError("columns of differing lengths")
+        return [
+            _index_record(
+                self.source, int(n), (int(h), int(w)), self.spec, self.convert, {k: v[i] for k, v in targets.items()}
+            )
+            for i, (n, (h, w)) in enumerate(zip(numbers, sizes))
+        ]
+
+
+def _file_stamps(directory: Path) -> list[tuple[str, int, int]]:
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(directory.iterdir())]
+
+
+def _columns(records: list[dict]) -> dict[str, np.ndarray]:
+    """The records as arrays: a target with a count per example (boxes) concatenated, its counts beside it."""
+    columns = {
+        "number": np.array([r["image"].number for r in records], np.int64),
+        "original_size": np.array([r["image"].original_size for r in records], np.int64).reshape(-1, 2),
+    }
+    for key in [k for k, v in records[0].items() if k != "image" and not isinstance(v, LazyItem)] if records else []:
+        values = [np.asarray(r[key]) for r in records]
+        if values[0].ndim:
+            columns[f"count.{key}"] = np.array([len(v) for v in values], np.int64)
+        columns[f"target.{key}"] = np.concatenate(values) if values[0].ndim else np.stack(values)
+    return columns
+
+
+def _stored_targets(arrays: dict[str, np.ndarray]) -> list[str]:
+    return [name.removeprefix("target.") for name in arrays if name.startswith("target.")]
+
+
+def _per_example(arrays: dict[str, np.ndarray], key: str) -> list:
+    values, counts = arrays[f"target.{key}"], arrays.get(f"count.{key}")
+    return list(values) if counts is None else np.split(values, np.cumsum(counts)[:-1])
+
+
+def _write_atomically(file: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A concurrent reader sees the old file or the new one, never a part of it."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=file.parent, suffix=".tmp", delete=False)
+    try:
+        with handle:
+            np.savez(handle, **arrays)
+        os.replace(handle.name, file)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
