@@ -74,6 +74,12 @@ def data_dirs(tmp_path_factory):
     return {file_format: str(root / file_format) for file_format in ("array_record", "tfrecord")}
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """A cache of verified indexes per test: a test starts with none, and leaves none in the user's cache."""
+    monkeypatch.setenv("VISIONKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def loaded(data_dir: str, task: str, **options):
     extra = {"class_names": ["a", "b"]} if task == "segmentation" else {}
     return load(
@@ -136,8 +142,7 @@ def test_boxes_and_masks_are_those_written(data_dirs):
         np.testing.assert_array_equal(masks.sample(i)["mask"], np.where(mask == 7, IGNORE_INDEX, mask)[rows][:, cols])
 
 
-def test_cache_applies_as_for_files(data_dirs, tmp_path, monkeypatch):
-    monkeypatch.setenv("VISIONKIT_CACHE_DIR", str(tmp_path / "cache"))
+def test_cache_applies_as_for_files(data_dirs, monkeypatch):
     streamed = loaded(data_dirs["array_record"], "classification", cache="none")
     in_memory = loaded(data_dirs["array_record"], "classification", cache="auto")  # 30 small images fit
     assert not in_memory.train.streamed and in_memory.train.index.streamed
@@ -192,21 +197,24 @@ WITH_BUILDER = (
 
 @pytest.mark.slow
 def test_segmentation_trains_from_the_files_in_worker_processes(pipeline, data_dirs):
-    """Forked workers read the examples through the readers verification built: a reader built in a worker
-    forked from the training process crashed it (a segmentation fault), and the run waited for ever."""
-    done = pipeline(
-        "task=segmentation",
-        "model=unet",
-        "model.width=0.125",
-        "data=tfds",
-        f"data.name_in_tfds={NAME}",
-        f"data.data_dir={data_dirs['array_record']}",
-        "data.class_names=[a,b]",
-        "data.cache=none",
-        "trainer.epochs=1",
-        "trainer.workers=2",
-        "trainer.multiprocessing=true",
-        entry=WITH_BUILDER,
-    )
-    assert "verification of 'tfds'" in done.stdout and "export verified" in done.stdout, done.stdout[-2000:]
-    assert (pipeline.run_dir / "test_metrics.json").exists()
+    """Forked workers read the examples through the readers the training process built before it forked them:
+    a reader built in a worker forked from the training process crashed it (a segmentation fault), and the run
+    waited for ever. The second run verifies from the cache, reading no example before the fork."""
+    for cached in (0, 30):
+        done = pipeline(
+            "task=segmentation",
+            "model=unet",
+            "model.width=0.125",
+            "data=tfds",
+            f"data.name_in_tfds={NAME}",
+            f"data.data_dir={data_dirs['array_record']}",
+            "data.class_names=[a,b]",
+            "data.cache=none",
+            "trainer.epochs=1",
+            "trainer.workers=2",
+            "trainer.multiprocessing=true",
+            entry=WITH_BUILDER,
+        )
+        assert f"(30 images, {cached} verdicts from the cache)" in done.stdout, done.stdout[-2000:]
+        assert "export verified" in done.stdout, done.stdout[-2000:]
+        assert (pipeline.run_dir / "test_metrics.json").exists()
