@@ -571,7 +571,8 @@ def _columns(records: list[dict]) -> dict[str, np.ndarray]:
         "number": np.array([r["image"].number for r in records], np.int64),
         "original_size": np.array([r["image"].original_size for r in records], np.int64).reshape(-1, 2),
     }
-    for key in [k for k, v in records[0].items() if k != "image" and not isinstance(v, LazyItem)] if records else []:
+    stored = [k for k, v in records[0].items() if k != "image" and not isinstance(v, LazyItem)] if records else []
+    for key in stored:  # a mask is read again by the loader (LazyItem), not stored
         values = [np.asarray(r[key]) for r in records]
         if values[0].ndim:
             columns[f"count.{key}"] = np.array([len(v) for v in values], np.int64)
