@@ -522,7 +522,7 @@ class IndexCache:
         key = [self.VERSION, _file_stamps(Path(source.directory)), source.split, source.image_key, spec.channels]
         digest = hashlib.sha256(json.dumps([*key, repr(convert), where]).encode()).hexdigest()[:32]
         self.file = directory / f"{digest}.npz"
-        self.writable = not directory.is_relative_to(data_dir.resolve())  # nothing is written into a dataset
+        self.writable = not directory.resolve().is_relative_to(data_dir.resolve())  # nothing is written into a dataset
 
     def read(self, count: int) -> tuple[list[dict], SplitReport] | None:
         """The records and the report stored for this split of `count` examples; None when there are none."""
