@@ -63,8 +63,8 @@ def loader_rate(loader: BatchLoader, epochs: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="classification", choices=sorted(TASK_NEEDS))
-    parser.add_argument("--rounds", type=int, default=20, help="rounds of arrays, plain loader, loader, arrays")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first one is not timed)")
+    parser.add_argument("--rounds", type=int, default=60, help="rounds of arrays, plain loader, loader, arrays")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per fit (the first one is not timed)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.multiprocessing=true")
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]

@@ -22,6 +22,19 @@ def nvidia_gpus() -> list[str]:
     return [line for line in done.stdout.splitlines() if line.startswith("GPU ")] if done.returncode == 0 else []
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_cache_directory(tmp_path_factory):
+    """What the tests verify is cached in a folder of the session, not in the user's ~/.cache/visionkit (a test that
+    needs a cache of its own sets VISIONKIT_CACHE_DIR itself); pipeline runs inherit it."""
+    previous = os.environ.get("VISIONKIT_CACHE_DIR")
+    os.environ["VISIONKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("visionkit_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("VISIONKIT_CACHE_DIR")
+    else:
+        os.environ["VISIONKIT_CACHE_DIR"] = previous
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` check what only a GPU run does; without one they are skipped, saying why."""
     gpu_tests = [item for item in items if "gpu" in item.keywords]
