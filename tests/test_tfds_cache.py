@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,12 @@ from visionkit.data.sources import tfds as tfds_source
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from test_tfds_stream import VisionkitStreamShapes, assert_same_samples, example, sample_of  # noqa: E402
+from test_tfds_stream import (  # noqa: E402
+    VisionkitStreamShapes,
+    assert_a_forked_worker_reads_what_the_parent_reads,
+    assert_same_samples,
+    example,
+)
 
 NAME = "visionkit_cache_shapes"  # the builder below
 BROKEN = 3  # the example whose image is a PNG cut short: a skip
@@ -163,9 +165,4 @@ def test_a_forked_worker_reads_what_the_parent_reads_after_a_warm_load(prepared,
     # The readers a worker inherits exist before the fork: one built in a forked worker crashed it.
     source = tfds_source._opened(split.images.source)[0].data_source
     assert all(reader is not None for reader in source._readers)
-    copy = pickle.loads(pickle.dumps(split))
-    with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
-        in_worker = list(pool.map(sample_of, [copy] * 3, range(3)))
-    for i, sample in enumerate(in_worker):
-        np.testing.assert_array_equal(sample["image"], split.sample(i)["image"])
-        np.testing.assert_array_equal(sample["mask"], split.sample(i)["mask"])
+    assert_a_forked_worker_reads_what_the_parent_reads(split)

@@ -160,14 +160,19 @@ def sample_of(split, i: int):
     return split.sample(i)
 
 
-def test_a_forked_worker_reads_what_the_parent_reads(data_dirs):
-    split = loaded(data_dirs["array_record"], "segmentation", cache="none").train
+def assert_a_forked_worker_reads_what_the_parent_reads(split) -> None:
+    """The first samples of a segmentation split, read in a worker forked as the loader forks them."""
     copy = pickle.loads(pickle.dumps(split))
     with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
         in_worker = list(pool.map(sample_of, [copy] * 3, range(3)))
     for i, sample in enumerate(in_worker):
         np.testing.assert_array_equal(sample["image"], split.sample(i)["image"])
         np.testing.assert_array_equal(sample["mask"], split.sample(i)["mask"])
+
+
+def test_a_forked_worker_reads_what_the_parent_reads(data_dirs):
+    split = loaded(data_dirs["array_record"], "segmentation", cache="none").train
+    assert_a_forked_worker_reads_what_the_parent_reads(split)
 
 
 def test_a_tfrecord_set_says_why_it_is_in_memory(data_dirs, caplog):
