@@ -101,10 +101,10 @@ def prepare(cfg: DictConfig) -> Training:
     strategy = start_engine(trainer)  # before anything starts TensorFlow
     task = context.load_task(cfg)
     tta = checked_tta(cfg, task)  # before training, not after it
-    bundle = context.load_data(cfg, task)
     if not is_chief(strategy):
         cfg.tracking.enabled = False  # one MLflow run per training, the chief's
-    tracker, tracking = context.make_tracker(cfg)
+    tracker, tracking = context.make_tracker(cfg)  # a store MLflow refuses fails here, before the data loads
+    bundle = context.load_data(cfg, task)
     model, train_data, val_data = compiled_model(cfg, trainer, strategy, task, bundle)
     training = Training(
         cfg=cfg,

@@ -146,6 +146,10 @@ BAD_INPUTS = [
     ),
     (["data=digitz"], "error: unknown data option 'digitz' (did you mean 'digits'?)"),
     (
+        ["tracking.enabled=true", "tracking.uri=file:///tmp/visionkit_file_store"],
+        "error: tracking.uri=file:///tmp/visionkit_file_store: The filesystem tracking backend",
+    ),
+    (
         ["mode=trian"],
         "error: unknown mode 'trian' (did you mean 'train'?); available: benchmark, compare, evaluate, "
         "explain, export, predict, preview, summary, train, verify",

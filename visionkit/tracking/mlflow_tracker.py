@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from visionkit.outputs import MAIN_OUTPUT
+from visionkit.tracking.runs import opened_store
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
 LOCKED_RETRIES = 8  # waits from 0.1-0.2 s, doubling: 13-25 s in all before the error is raised
@@ -97,6 +98,7 @@ class MlflowTracker:
         self.uri = uri
         self.artifact_root = Path(artifact_root)
         self.system_metrics = system_metrics
+        opened_store(uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_system_metrics_sampling_interval(system_metrics_interval)
         mlflow.set_system_metrics_samples_before_logging(1)

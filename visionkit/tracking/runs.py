@@ -41,15 +41,25 @@ def lower_is_better(metric: str) -> bool:
     return any(word in metric.split("_") for word in LOWER_IS_BETTER)
 
 
+def opened_store(uri: str):
+    """MLflow's client of the store at `uri`. A store MLflow refuses (its file store, e.g. file:///path or ./mlruns, is
+    closed to new runs unless MLFLOW_ALLOW_FILE_STORE=true) is a one-line error when the tracker is made, before any
+    training, not a traceback when the first run starts."""
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient(tracking_uri=uri)
+    except mlflow.exceptions.MlflowException as error:
+        raise UserError(f"tracking.uri={uri}: {' '.join(error.message.split())}") from None
+
+
 def experiment_runs(tracking_uri: str, experiment: str) -> list:
     """Every run of `experiment` in the store at `tracking_uri`; an unknown experiment is a UserError
     that lists the experiments there are."""
-    import mlflow
-
     database = Path(tracking_uri.removeprefix(SQLITE_PREFIX)) if tracking_uri.startswith(SQLITE_PREFIX) else None
     if database is not None and not database.is_file():  # reading would create an empty store there
         raise UserError(f"tracking.uri: no MLflow store at {database}; runs of mode=train are tracked there")
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    client = opened_store(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
