@@ -14,6 +14,7 @@ import pytest
 
 from visionkit.data import load
 from visionkit.data.sources import tfds as tfds_source
+from visionkit.errors import UserError
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -141,6 +142,14 @@ def test_an_unwritable_cache_is_a_warning(prepared, tmp_path, monkeypatch, caplo
         assert loaded(prepared).verification.cached == 0
         assert loaded(prepared).verification.kept == EXAMPLES - 1
     assert sum("index cache not written" in message for message in warnings_of(caplog)) == 4
+
+
+def test_a_cache_folder_inside_the_data_directory_is_refused(prepared, monkeypatch):
+    inside = prepared / "cache"
+    monkeypatch.setenv("VISIONKIT_CACHE_DIR", str(inside))
+    with pytest.raises(UserError, match=r"^the verification cache .* must lie outside the dataset .*: nothing is"):
+        loaded(prepared)
+    assert not inside.exists()
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root writes into a read-only folder")

@@ -157,6 +157,17 @@ def cache_directory() -> Path:
     return Path(root).expanduser().resolve() / "verify"
 
 
+def cache_directory_outside(dataset: Path) -> Path:
+    """cache_directory(), refused when it lies in the (resolved) dataset folder: nothing is written into a dataset."""
+    directory = cache_directory()
+    if directory.is_relative_to(dataset):
+        raise UserError(
+            f"the verification cache {directory} (VISIONKIT_CACHE_DIR) must lie outside "
+            f"the dataset {dataset}: nothing is written into a dataset"
+        )
+    return directory
+
+
 class VerdictCache:
     """Verdicts on the image files under one dataset root, keyed by relative path, size and mtime,
     in one JSON file per root in the cache directory."""
@@ -165,12 +176,7 @@ class VerdictCache:
 
     def __init__(self, root: Path):
         self.root = root.resolve()
-        directory = cache_directory()
-        if directory.is_relative_to(self.root):
-            raise UserError(
-                f"the verification cache {directory} (VISIONKIT_CACHE_DIR) must lie outside "
-                f"the dataset {self.root}: nothing is written into a dataset"
-            )
+        directory = cache_directory_outside(self.root)
         self.file = directory / f"{hashlib.sha256(os.fsencode(self.root)).hexdigest()[:24]}.json"
         self.stored = self._read()
         self.seen: dict[str, list] = {}

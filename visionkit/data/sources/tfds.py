@@ -43,7 +43,7 @@ from visionkit.data.core import IGNORE_INDEX, DataBundle, bundle_from_samples
 from visionkit.data.images import DecodeError, check_channels, decode_image, image_size_pair, to_channels
 from visionkit.data.index import FileSpec, ImageFiles, LazyItem
 from visionkit.data.sizing import Sizing
-from visionkit.data.verify import VerificationReport, cache_directory, clean_boxes, clean_mask
+from visionkit.data.verify import VerificationReport, cache_directory_outside, clean_boxes, clean_mask
 from visionkit.errors import UserError
 from visionkit.registry import DATASETS
 
@@ -396,8 +396,7 @@ class ExampleImages(ImageFiles):
 
     def source_stamp(self) -> bytes:
         """The prepared set's files (path, size, modification time), the split and the example numbers."""
-        files = sorted(Path(self.source.directory).iterdir())
-        stats = "".join(f"{f}\0{f.stat().st_size}\0{f.stat().st_mtime_ns}\n" for f in files)
+        stats = "".join(f"{path}\0{size}\0{mtime}\n" for path, size, mtime in _file_stamps(Path(self.source.directory)))
         return f"{stats}{self.source.split}\n{','.join(map(str, self.numbers.tolist()))}".encode()
 
 
@@ -510,19 +509,19 @@ class SplitReport(VerificationReport):
 
 class IndexCache:
     """A split's verified index (each kept example's number, image size and targets) and its report, in one npz
-    file in $VISIONKIT_CACHE_DIR/verify/tfds named by a hash of all they depend on: the prepared files' names,
+    file in $VISIONKIT_CACHE_DIR/verify/tfds named by a hash of all they depend on: the prepared files' paths,
     sizes and modification times, the split, the image feature, the channels and the target converter. A cache
-    that cannot be read or written is a warning, and the split is verified as if there were none."""
+    that cannot be read or written is a warning, and the split is verified as if there were none; a cache folder
+    inside the data directory is refused, as for files."""
 
     VERSION = 1  # of the file's content; a change of what it stores or of how records are built bumps it
 
     def __init__(self, source: Examples, spec: FileSpec, convert: Converter, where: str, data_dir: Path):
         self.source, self.spec, self.convert, self.where = source, spec, convert, where
-        directory = cache_directory() / "tfds"
+        directory = cache_directory_outside(data_dir.resolve()) / "tfds"
         key = [self.VERSION, _file_stamps(Path(source.directory)), source.split, source.image_key, spec.channels]
         digest = hashlib.sha256(json.dumps([*key, repr(convert), where]).encode()).hexdigest()[:32]
         self.file = directory / f"{digest}.npz"
-        self.writable = not directory.resolve().is_relative_to(data_dir.resolve())  # nothing is written into a dataset
 
     def read(self, count: int) -> tuple[list[dict], SplitReport] | None:
         """The records and the report stored for this split of `count` examples; None when there are none."""
@@ -540,9 +539,6 @@ class IndexCache:
             return None
 
     def write(self, records: list[dict], report: SplitReport, count: int) -> None:
-        if not self.writable:
-            logger.warning(f"data=tfds: index cache not written: {self.file.parent} lies in the dataset's folder")
-            return
         try:
             _write_atomically(self.file, {"report": np.array(report.to_json(count)), **_columns(records)})
         except OSError as error:
@@ -562,7 +558,8 @@ class IndexCache:
 
 
 def _file_stamps(directory: Path) -> list[tuple[str, int, int]]:
-    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(directory.iterdir())]
+    """(path, size, modification time) of each file of a prepared set: what its content is known by."""
+    return [(str(f), stat.st_size, stat.st_mtime_ns) for f in sorted(directory.iterdir()) for stat in [f.stat()]]
 
 
 def _columns(records: list[dict]) -> dict[str, np.ndarray]:
